@@ -1,0 +1,17 @@
+"""Errors a user can cause: each carries one sentence that names the thing and the fix."""
+
+
+class HypirError(Exception):
+    """Base class for errors caused by user input (config, data, paths, weights)."""
+
+
+class ConfigError(HypirError):
+    """A config key, type or value is not allowed."""
+
+
+class DataError(HypirError):
+    """Training or validation data cannot be used as given."""
+
+
+class WeightsError(HypirError):
+    """Model weights cannot be found or loaded."""
