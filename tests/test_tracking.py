@@ -1,0 +1,291 @@
+"""Tracking: SwanLab cloud/offline choice, metrics readable back, secrets kept out, failures never stop training.
+
+Every test runs SwanLab for real, offline, with its home folder and working
+directory inside tmp_path and no SWANLAB_* variables from the machine, so no saved
+login or network is used.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+swanlab = pytest.importorskip("swanlab")
+
+from hypir_core.errors import ConfigError, DataError
+from hypir_core.tracking import (
+    REDACTED,
+    NullTracker,
+    detect_swanlab_mode,
+    make_tracker,
+    read_offline_metrics,
+    read_offline_run_info,
+    scrub_secrets,
+    validate_project_name,
+)
+
+SECRET = "sk-test-0123456789abcdef-SECRET"
+
+
+@pytest.fixture
+def swanlab_home(tmp_path, monkeypatch):
+    """SwanLab with no credentials: its home (SWANLAB_ROOT, legacy SWANLAB_SAVE_DIR) and cwd in tmp_path."""
+    for name in list(os.environ):
+        if name.startswith("SWANLAB_"):
+            monkeypatch.delenv(name)
+    home = tmp_path / "swanlab_home"
+    monkeypatch.setenv("SWANLAB_ROOT", str(home))
+    monkeypatch.setenv("SWANLAB_SAVE_DIR", str(home))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # SwanLab also reads .env, swanlab.yaml and .swanlab/ from the cwd
+    yield home
+    if swanlab.has_run():  # never leak an open run into the next test
+        swanlab.get_run().finish()
+
+
+def _tracker(tmp_path, **kwargs):
+    args = {
+        "report_to": "swanlab",
+        "project": "HYPIR-training",
+        "experiment_name": "sd2_finetune_5k_improved",
+        "logdir": str(tmp_path / "logs"),
+        "config": {"lr_G": 2e-5, "lambda_ssim": 1.0},
+    }
+    args.update(kwargs)
+    return make_tracker(**args)
+
+
+def _all_bytes(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file())
+
+
+def test_report_to_none_records_nothing(tmp_path):
+    tracker = make_tracker("none", "HYPIR-training", "exp", str(tmp_path / "logs"), {"lr_G": 1e-5})
+    assert isinstance(tracker, NullTracker)
+    assert (tracker.mode, tracker.run_dir, tracker.url) == ("disabled", None, None)
+    tracker.log({"loss/G_total": 1.0}, step=1)
+    tracker.log_images({"val/sample": np.zeros((4, 4, 3), np.uint8)}, step=1)
+    tracker.finish()
+    assert not (tmp_path / "logs").exists()
+
+
+def test_unknown_report_to_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="report_to: 'wandb'"):
+        make_tracker("wandb", "HYPIR-training", "exp", str(tmp_path), {})
+
+
+def test_offline_run_is_readable_with_swanlabs_reader(swanlab_home, tmp_path, capsys):
+    tracker = _tracker(tmp_path, group="sweep-1", tags=["lambda", "trial-3"])
+    assert tracker.mode == "offline"
+    assert tracker.run_dir.parent == tmp_path / "logs"
+    assert tracker.run_dir.name.startswith("run-")
+    for step, (loss, score) in enumerate([(0.9, 20.5), (0.7, 21.25), (0.5, 22.0)], start=1):
+        tracker.log({"loss/G_total": loss, "val/Final_Score": score}, step=step * 10)
+    tracker.log({"val/Blur/PSNR": np.float32(24.5)}, step=30)
+    lq, gt, restored = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    tracker.log_images({"val/sample": restored, "val/pairs": [lq, gt]}, step=30, caption="step 30")
+    tracker.finish()
+
+    metrics = read_offline_metrics(tracker.run_dir)
+    assert metrics["loss/G_total"] == [(10, 0.9), (20, 0.7), (30, 0.5)]
+    assert metrics["val/Final_Score"] == [(10, 20.5), (20, 21.25), (30, 22.0)]
+    assert metrics["val/Blur/PSNR"] == [(30, 24.5)]
+    info = read_offline_run_info(tracker.run_dir)
+    assert info["project"] == "HYPIR-training"
+    assert info["name"] == "sd2_finetune_5k_improved"
+    assert info["group"] == "sweep-1" and info["tags"] == ["lambda", "trial-3"]
+    assert info["state"] == "success"
+    assert sorted(info["image_keys"]) == ["val/pairs", "val/sample"]
+    assert len(list((tracker.run_dir / "media").rglob("*.png"))) == 3
+
+    out = capsys.readouterr().out
+    assert "Initialized SwanLab tracker: project=HYPIR-training, experiment=sd2_finetune_5k_improved" in out
+    assert out.count(f"Upload later with: swanlab sync {tracker.run_dir}") == 1
+
+
+def test_sync_hint_names_a_command_the_installed_swanlab_has():
+    from swanlab.cli import cli
+
+    assert "sync" in cli.commands
+
+
+def test_offline_without_stdin_never_prompts_for_login(swanlab_home, tmp_path):
+    script = textwrap.dedent(
+        """
+        import sys
+        from hypir_core.tracking import make_tracker, read_offline_metrics
+        t = make_tracker("swanlab", "HYPIR-training", "ci", sys.argv[1], {"seed": 231})
+        t.log({"loss/D": 0.25}, step=1)
+        t.finish()
+        assert t.mode == "offline", t.mode
+        assert read_offline_metrics(t.run_dir) == {"loss/D": [(1, 0.25)]}
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "logs")],
+        check=False,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Initialized SwanLab tracker" in done.stdout
+
+
+def test_mode_follows_api_key_saved_login_and_swanlab_settings(swanlab_home, tmp_path, monkeypatch):
+    assert detect_swanlab_mode()[0] == "offline"
+    monkeypatch.setenv("SWANLAB_API_KEY", SECRET)
+    assert detect_swanlab_mode()[0] == "cloud"
+    monkeypatch.setenv("SWANLAB_MODE", "offline")  # the user forces offline even with a key
+    assert detect_swanlab_mode()[0] == "offline"
+    monkeypatch.setenv("SWANLAB_MODE", "disabled")
+    assert detect_swanlab_mode()[0] == "disabled"
+    assert isinstance(_tracker(tmp_path), NullTracker)
+    monkeypatch.delenv("SWANLAB_MODE")
+    monkeypatch.delenv("SWANLAB_API_KEY")
+
+    # What `swanlab login` leaves behind: a .netrc in SwanLab's home folder.
+    from swanlab.sdk.internal.pkg import nrc
+
+    nrc.write(nrc.path(swanlab_home), api_host="https://api.swanlab.cn", web_host="https://swanlab.cn", api_key=SECRET)
+    assert detect_swanlab_mode()[0] == "cloud"
+
+
+def test_secrets_stay_out_of_run_files_and_output(swanlab_home, tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("SWANLAB_API_KEY", SECRET)
+    monkeypatch.setenv("SWANLAB_MODE", "offline")
+    config = {
+        "lr_G": 2e-5,
+        "swanlab_api_key": SECRET,
+        "hub": {"HF_TOKEN": "hf_tokenvalue_987654", "password": "pw-123456"},
+        "note": SECRET,  # the key pasted under an innocent name
+        "hub_url": f"https://user:{SECRET}@example.org/model",
+        "output_dir": Path("results/tiny"),
+    }
+    tracker = _tracker(tmp_path, config=config)
+    assert tracker.mode == "offline"
+    tracker.log({"loss/G_total": 1.0}, step=1)
+    tracker.finish()
+
+    run_bytes = _all_bytes(tmp_path / "logs")
+    for secret in (SECRET, "hf_tokenvalue_987654", "pw-123456"):
+        assert secret.encode() not in run_bytes
+    saved_config = (tracker.run_dir / "files" / "config.yaml").read_text()
+    assert REDACTED in saved_config and "results/tiny" in saved_config
+    captured = capfd.readouterr()
+    assert SECRET not in captured.out + captured.err
+    assert config["swanlab_api_key"] == SECRET  # the caller's dict is untouched
+
+
+def test_scrub_secrets_redacts_credential_keys_only():
+    config = {"lambda_l1": 2.0, "api_key": "a", "nested": [{"github_token": "b", "seed": 231}], "empty_token": None}
+    assert scrub_secrets(config) == {
+        "lambda_l1": 2.0,
+        "api_key": REDACTED,
+        "nested": [{"github_token": REDACTED, "seed": 231}],
+        "empty_token": None,
+    }
+
+
+def test_cloud_login_failure_falls_back_to_offline(swanlab_home, tmp_path, monkeypatch, capfd):
+    with socket.socket() as sock:  # a port nobody listens on: the login is refused at once
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    monkeypatch.setenv("SWANLAB_API_KEY", SECRET)
+    monkeypatch.setenv("SWANLAB_API_HOST", f"http://127.0.0.1:{closed_port}")
+    try:  # skip SwanLab's five HTTP retries (15 s); only speed, the failure is the same
+        from swanlab.sdk.internal.pkg.client.session import request_retries_ctx
+
+        token = request_retries_ctx.set(0)
+    except ImportError:
+        request_retries_ctx = token = None
+    try:
+        tracker = _tracker(tmp_path)
+    finally:
+        if token is not None:
+            request_retries_ctx.reset(token)
+    assert tracker.mode == "offline"
+    tracker.log({"val/PSNR": 25.0}, step=5)
+    tracker.finish()
+    assert read_offline_metrics(tracker.run_dir) == {"val/PSNR": [(5, 25.0)]}
+    captured = capfd.readouterr()
+    assert "SwanLab cloud login failed" in captured.err
+    assert SECRET not in captured.out + captured.err
+    assert SECRET.encode() not in _all_bytes(tmp_path / "logs")
+    # The failed login leaves no empty run folder for `swanlab sync` to trip on.
+    assert [p.name for p in (tmp_path / "logs").glob("run-*")] == [tracker.run_dir.name]
+
+
+def test_init_failure_warns_once_and_falls_back_to_null(swanlab_home, tmp_path, capsys):
+    not_a_folder = tmp_path / "logs"
+    not_a_folder.write_text("a file where the log folder should be")
+    tracker = _tracker(tmp_path, logdir=str(not_a_folder))
+    assert isinstance(tracker, NullTracker)
+    err = capsys.readouterr().err
+    warning_lines = [line for line in err.splitlines() if "could not start" in line]
+    assert len(warning_lines) == 1 and str(not_a_folder) in warning_lines[0]
+    tracker.log({"loss/G_total": 1.0}, step=1)  # training goes on
+    tracker.finish()
+
+
+def test_logging_faults_are_warned_once_and_never_raise(swanlab_home, tmp_path, capsys):
+    tracker = _tracker(tmp_path)
+    tracker.log({"loss/G_total": 1.0, "loss/D": "not a number"}, step=1)
+    bad_image = np.zeros((4, 4, 7), np.uint8)
+    tracker.log_images({"val/sample": bad_image}, step=1)
+    tracker.log_images({"val/sample": bad_image}, step=2)
+    swanlab.finish()  # the run is closed underneath the tracker: swanlab now refuses to log
+    tracker.log({"loss/G_total": 0.5}, step=2)
+    tracker.log({"loss/G_total": 0.25}, step=3)
+    tracker.finish()
+    tracker.finish()
+
+    err = capsys.readouterr().err
+    assert err.count("SwanLab log failed") == 1 and "loss/D='not a number'" in err
+    assert err.count("SwanLab log_images failed") == 1 and "(4, 4, 7)" in err
+    assert read_offline_metrics(tracker.run_dir) == {"loss/G_total": [(1, 1.0)]}
+
+
+def test_an_unfinished_earlier_run_is_closed_as_crashed(swanlab_home, tmp_path):
+    first = _tracker(tmp_path, experiment_name="trial-1")
+    first.log({"val/Final_Score": 30.0}, step=1)
+    second = _tracker(tmp_path, experiment_name="trial-2")  # trial-1 crashed without finish()
+    assert second.mode == "offline"
+    second.log({"val/Final_Score": 31.0}, step=1)
+    second.finish()
+    assert read_offline_run_info(first.run_dir)["state"] == "crashed"
+    assert read_offline_metrics(first.run_dir) == {"val/Final_Score": [(1, 30.0)]}
+    assert read_offline_run_info(second.run_dir)["state"] == "success"
+
+
+def test_exception_inside_with_block_marks_run_crashed(swanlab_home, tmp_path):
+    with pytest.raises(RuntimeError, match="CUDA out of memory"), _tracker(tmp_path) as tracker:
+        tracker.log({"loss/G_total": 1.0}, step=1)
+        raise RuntimeError("CUDA out of memory")
+    assert read_offline_run_info(tracker.run_dir)["state"] == "crashed"
+
+
+def test_project_name_swanlab_refuses_is_fixed_with_a_warning(swanlab_home, tmp_path, capsys):
+    tracker = _tracker(tmp_path, project="HYPIR training/v2")
+    tracker.finish()
+    assert read_offline_run_info(tracker.run_dir)["project"] == "HYPIR-training-v2"
+    assert "swanlab_project 'HYPIR training/v2'" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="swanlab_project: 'HYPIR training/v2'"):
+        validate_project_name("HYPIR training/v2")
+    validate_project_name("HYPIR-training")
+
+
+def test_reader_names_a_folder_without_a_run_file(tmp_path):
+    with pytest.raises(DataError, match="no run-\\*.swanlab file"):
+        read_offline_metrics(tmp_path)
