@@ -1,0 +1,55 @@
+"""HYPIR's generator loss: L2 + L1 + LPIPS-VGG + (1 - SSIM-Y) + GAN, each weighted, each with gradient.
+
+A weight of 0 skips the term's compute (and, for LPIPS/SSIM, building its network). LPIPS and SSIM
+come from pyiqa built with ``as_loss=True`` so they carry gradient (the users' trainer built SSIM as a
+metric, so ``lambda_ssim`` changed nothing).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hypir_core.metrics import create_lpips, create_ssim_y
+
+# Term name -> (config weight key, logged loss name); the order is the order of the log.
+TERMS = {
+    "l2": ("lambda_l2", "G_mse"),
+    "l1": ("lambda_l1", "G_l1"),
+    "lpips": ("lambda_lpips", "G_lpips"),
+    "ssim": ("lambda_ssim", "G_ssim"),
+    "disc": ("lambda_gan", "G_disc"),
+}
+
+
+class GeneratorLoss(nn.Module):
+    """Weighted generator loss; ``forward`` returns the weighted terms, keyed by TERMS names."""
+
+    def __init__(self, weights: dict[str, float], device="cpu", lpips_weights: str = "pretrained"):
+        super().__init__()
+        self.weights = {term: float(weights[term]) for term in TERMS if float(weights.get(term, 0.0)) > 0}
+        self.lpips = create_lpips(device, as_loss=True, weights=lpips_weights) if "lpips" in self.weights else None
+        self.ssim = create_ssim_y(device, as_loss=True) if "ssim" in self.weights else None
+
+    @classmethod
+    def from_config(cls, config, device="cpu") -> "GeneratorLoss":
+        """Build from a Config's lambda_* keys."""
+        weights = {term: getattr(config, key) for term, (key, _) in TERMS.items()}
+        return cls(weights, device=device, lpips_weights=config.lpips_weights)
+
+    def forward(self, pred: torch.Tensor, gt: torch.Tensor, discriminator=None) -> dict[str, torch.Tensor]:
+        """Weighted terms for prediction and ground truth in [-1, 1]; ``disc`` needs the discriminator."""
+        terms: dict[str, torch.Tensor] = {}
+        pred01, gt01 = pred * 0.5 + 0.5, gt * 0.5 + 0.5
+        if "l2" in self.weights:
+            terms["l2"] = F.mse_loss(pred, gt)
+        if "l1" in self.weights:
+            terms["l1"] = F.l1_loss(pred, gt)
+        if self.lpips is not None:
+            terms["lpips"] = self.lpips(pred01, gt01).mean()
+        if self.ssim is not None:
+            terms["ssim"] = 1.0 - self.ssim(pred01.float(), gt01.float()).mean().float()
+        if "disc" in self.weights:
+            terms["disc"], _ = discriminator.loss(pred, real=True)
+        return {term: value.float() * self.weights[term] for term, value in terms.items()}

@@ -1,0 +1,136 @@
+"""Image-quality metrics and losses through pyiqa: PSNR-Y, SSIM-Y, LPIPS-VGG, and Final_Score.
+
+pyiqa is imported only here. LPIPS needs two weight files that pyiqa and torchvision download on
+first use (torchvision's VGG16 and LPIPS's linear heads). ``lpips_weights="random"`` plants seeded
+random files in a cache folder instead, so the offline CPU demo and the tests run the very same
+pyiqa loading code; its LPIPS numbers are then not comparable with published ones (said at start).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+
+import torch
+from torch import nn
+
+from hypir_core.errors import WeightsError
+
+VGG16_FILE = "vgg16-397923af.pth"  # torchvision's IMAGENET1K_V1 file name
+LPIPS_VGG_FILE = "LPIPS_v0.1_vgg-a78928a0.pth"  # pyiqa's file name for LPIPS v0.1 VGG heads
+_VGG_FEATURE_CHANNELS = (64, 128, 256, 512, 512)
+
+
+def final_score(psnr: float, ssim: float, lpips: float) -> float:
+    """The users' ranking score: PSNR + 10*SSIM - 5*LPIPS."""
+    return psnr + 10.0 * ssim - 5.0 * lpips
+
+
+def cache_root() -> str:
+    """Folder for everything hypir-sweep builds itself (env HYPIR_SWEEP_CACHE)."""
+    return os.environ.get("HYPIR_SWEEP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hypir-sweep")
+
+
+def plant_random_lpips_weights(hub_dir: str) -> str:
+    """Write seeded random VGG16 + LPIPS head weights where torch.hub/pyiqa look for them; return hub_dir."""
+    from torchvision.models import vgg16
+
+    checkpoints = os.path.join(hub_dir, "checkpoints")
+    vgg_path = os.path.join(checkpoints, VGG16_FILE)
+    lpips_path = os.path.join(hub_dir, "pyiqa", LPIPS_VGG_FILE)
+    if os.path.exists(vgg_path) and os.path.exists(lpips_path):
+        return hub_dir
+    os.makedirs(checkpoints, exist_ok=True)
+    os.makedirs(os.path.dirname(lpips_path), exist_ok=True)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    state = vgg16().state_dict()
+    torch.random.set_rng_state(generator_state)
+    for key, value in state.items():
+        if key.startswith("classifier."):
+            # LPIPS never runs the classifier: store it as a broadcast view so the file stays small.
+            state[key] = torch.zeros(1).expand(value.shape)
+    _atomic_save(state, vgg_path)
+    # Uniform non-negative heads: LPIPS becomes the plain average of normalised feature distances.
+    heads = {f"lin{i}.model.1.weight": torch.full((1, ch, 1, 1), 1.0 / ch) for i, ch in enumerate(_VGG_FEATURE_CHANNELS)}
+    _atomic_save(heads, lpips_path)
+    return hub_dir
+
+
+def _atomic_save(obj, path: str) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _hub_dir(path: str | None):
+    """Point torch.hub (torchvision's VGG) and pyiqa's cache at ``path`` while a metric is built."""
+    if path is None:
+        yield
+        return
+    import pyiqa.utils.download_util as download_util
+
+    old_hub, old_pyiqa = torch.hub.get_dir(), download_util.DEFAULT_CACHE_DIR
+    torch.hub.set_dir(path)
+    download_util.DEFAULT_CACHE_DIR = os.path.join(path, "pyiqa")
+    try:
+        yield
+    finally:
+        torch.hub.set_dir(old_hub)
+        download_util.DEFAULT_CACHE_DIR = old_pyiqa
+
+
+def create_lpips(device, as_loss: bool, weights: str = "pretrained") -> nn.Module:
+    """pyiqa LPIPS-VGG (metric or differentiable loss); inputs in [0, 1]."""
+    import pyiqa
+
+    hub = plant_random_lpips_weights(os.path.join(cache_root(), "random-lpips-hub")) if weights == "random" else None
+    try:
+        with _hub_dir(hub), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with contextlib.redirect_stdout(None):  # pyiqa prints a line per loaded file
+                metric = pyiqa.create_metric("lpips-vgg", as_loss=as_loss, device=torch.device(device))
+    except Exception as exc:  # download failures surface as URLError, HTTPError, OSError, ...
+        raise WeightsError(
+            f"Cannot load LPIPS-VGG weights ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); run once "
+            f"with network access so torchvision's {VGG16_FILE} and pyiqa's {LPIPS_VGG_FILE} are cached under "
+            f"{torch.hub.get_dir()}, or set lpips_weights: random for an offline demo."
+        ) from exc
+    return metric.eval().requires_grad_(False)
+
+
+def create_ssim_y(device, as_loss: bool) -> nn.Module:
+    """pyiqa SSIM on the Y channel of YCbCr (BasicSR/MATLAB convention); inputs in [0, 1]."""
+    import pyiqa
+
+    return pyiqa.create_metric("ssim", as_loss=as_loss, device=torch.device(device),
+                               test_y_channel=True, color_space="ycbcr")
+
+
+def create_psnr_y(device) -> nn.Module:
+    """pyiqa PSNR on the Y channel of YCbCr; inputs in [0, 1]."""
+    import pyiqa
+
+    return pyiqa.create_metric("psnr", device=torch.device(device), test_y_channel=True, color_space="ycbcr")
+
+
+class QualityMetrics(nn.Module):
+    """PSNR-Y, SSIM-Y and LPIPS-VGG per image for batches in [0, 1], on the metrics' device."""
+
+    def __init__(self, device="cpu", lpips_weights: str = "pretrained"):
+        super().__init__()
+        self.psnr = create_psnr_y(device)
+        self.ssim = create_ssim_y(device, as_loss=False)
+        self.lpips = create_lpips(device, as_loss=False, weights=lpips_weights)
+
+    @torch.no_grad()
+    def forward(self, restored: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-image scores (1-D float64 tensors on CPU) for ``restored`` against ``gt``."""
+        restored, gt = restored.float().clamp(0, 1), gt.float().clamp(0, 1)
+        return {
+            "PSNR": self.psnr(restored, gt).flatten().double().cpu(),
+            "SSIM": self.ssim(restored, gt).flatten().double().cpu(),
+            "LPIPS": self.lpips(restored, gt).flatten().double().cpu(),
+        }
