@@ -1,0 +1,22 @@
+"""hypir_core: HYPIR training (SD2 UNet + LoRA, one-step restoration) as a function.
+
+    from hypir_core import load_config, train
+    summary = train(load_config("configs/tiny.yaml"), report=lambda metrics, checkpoint_dir: ...)
+
+Nothing in this package imports Ray or Optuna.
+"""
+
+from hypir_core.config import Config, config_from_dict, config_to_dict, load_config
+from hypir_core.errors import ConfigError, DataError, HypirError, WeightsError
+
+__all__ = ["Config", "ConfigError", "DataError", "HypirError", "RunSummary", "WeightsError", "config_from_dict",
+           "config_to_dict", "load_config", "train"]
+
+
+def __getattr__(name):
+    # The trainer pulls in torch/diffusers; import it only when asked for.
+    if name in ("train", "RunSummary"):
+        from hypir_core import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(name)

@@ -1,0 +1,114 @@
+"""Checks before training: data readable, model and metric weights available, without training anything."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from hypir_core.errors import HypirError
+
+SD2_SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+_OPENCLIP_REPO = "laion/CLIP-convnext_xxlarge-laion2B-s34B-b82K-augreg-soup"
+
+
+@dataclass
+class Check:
+    """One preflight check: what was checked, whether it passed, and the detail (or the fix)."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+def _hub_cached(repo_id: str, filename: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, filename)
+    return isinstance(found, str) and os.path.exists(found)
+
+
+def check_model(path: str) -> Check:
+    """The SD2 model: a folder with the five subfolders, a cached hub id, or a built-in model."""
+    from hypir_core.demo import resolve_path
+    from hypir_core.models import RANDOM_SD2_BASE
+
+    if path == RANDOM_SD2_BASE:
+        return Check("SD2 model", True, "random weights with SD2.1-base shapes (benchmarks only)")
+    try:
+        local = resolve_path(path)
+    except HypirError as exc:
+        return Check("SD2 model", False, str(exc))
+    if os.path.isdir(local):
+        missing = [s for s in SD2_SUBFOLDERS if not os.path.isdir(os.path.join(local, s))]
+        if missing:
+            return Check("SD2 model", False, f"'{path}' lacks the subfolders {missing}; point base_model_path at a "
+                                             "diffusers SD2 folder.")
+        return Check("SD2 model", True, local)
+    if os.path.isabs(path) or path.startswith("."):
+        return Check("SD2 model", False, f"folder '{path}' does not exist; fix base_model_path.")
+    if _hub_cached(path, "unet/config.json"):
+        return Check("SD2 model", True, f"hub id {path} (in the local Hugging Face cache)")
+    return Check("SD2 model", True, f"hub id {path}: not cached yet, downloaded on first use (needs network)")
+
+
+def check_lpips(cfg) -> Check:
+    """LPIPS-VGG weights (loss and metric): cached torchvision VGG16 and pyiqa LPIPS heads."""
+    import torch
+
+    from hypir_core.metrics import LPIPS_VGG_FILE, VGG16_FILE
+
+    if cfg.lpips_weights == "random":
+        return Check("LPIPS weights", True, "random (offline demo): LPIPS values are not comparable with papers")
+    hub = torch.hub.get_dir()
+    missing = [f for f, p in ((VGG16_FILE, os.path.join(hub, "checkpoints", VGG16_FILE)),
+                              (LPIPS_VGG_FILE, os.path.join(hub, "pyiqa", LPIPS_VGG_FILE))) if not os.path.exists(p)]
+    if missing:
+        return Check("LPIPS weights", True, f"{', '.join(missing)} not cached under {hub}: downloaded on first use "
+                                            "(needs network)")
+    return Check("LPIPS weights", True, f"cached under {hub}")
+
+
+def check_discriminator(cfg) -> Check:
+    """The discriminator backbone's pretrained weights."""
+    name = cfg.disc_backbone
+    if name == "tiny":
+        return Check("discriminator", True, "tiny random frozen backbone (CPU demo)")
+    if name == "openclip_convnext_xxlarge":
+        try:
+            import open_clip  # noqa: F401
+        except ImportError:
+            return Check("discriminator", False, "open-clip-torch is not installed; pip install -e '.[openclip]'.")
+        cached = _hub_cached(_OPENCLIP_REPO, "open_clip_pytorch_model.bin") or _hub_cached(
+            _OPENCLIP_REPO, "open_clip_model.safetensors")
+    else:
+        import timm
+
+        repo = timm.models.get_pretrained_cfg(name[len("timm_"):]).hf_hub_id
+        cached = bool(repo) and (_hub_cached(repo, "model.safetensors") or _hub_cached(repo, "pytorch_model.bin"))
+    where = "in the local Hugging Face cache" if cached else "not cached: downloaded on first use (needs network)"
+    return Check("discriminator", True, f"{name}: {where}")
+
+
+def check_data(cfg) -> list[Check]:
+    """Training list/folders readable and the validation layout sound (names matched, sizes equal)."""
+    from hypir_core.data import build_train_dataset, check_val_sizes, scan_val_set
+
+    checks = []
+    try:
+        dataset = build_train_dataset(cfg.data_config.train, skip_bad_images=cfg.skip_bad_images)
+        checks.append(Check("training data", True, f"{len(dataset)} pairs"))
+    except HypirError as exc:
+        checks.append(Check("training data", False, str(exc)))
+    try:
+        pairs = scan_val_set(cfg.data_config.val)
+        check_val_sizes(pairs)
+        types = sorted({p.degradation_type for p in pairs})
+        checks.append(Check("validation data", True, f"{len(pairs)} pairs over {', '.join(types)}"))
+    except HypirError as exc:
+        checks.append(Check("validation data", False, str(exc)))
+    return checks
+
+
+def preflight(cfg) -> list[Check]:
+    """Every check a run needs before it starts."""
+    return [check_model(cfg.base_model_path), *check_data(cfg), check_lpips(cfg), check_discriminator(cfg)]

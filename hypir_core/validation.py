@@ -1,0 +1,154 @@
+"""Validation rounds: exact, deterministic and cheap enough to run in every trial of a sweep.
+
+The validation set is decoded once per run into a bounded uint8 cache, the prompt is embedded
+once, images run in batches of ``data_config.val.batch_size``, the LQ latent is the posterior's
+mode (not a sample), and metrics are computed (by default) on outputs rounded to 8 bits, as they
+would be on saved PNGs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from hypir_core.data import check_val_sizes, read_image, scan_val_set
+from hypir_core.errors import DataError
+from hypir_core.metrics import final_score
+
+METRICS = ("PSNR", "SSIM", "LPIPS")
+GRID_IMAGES_PER_TYPE = 3
+
+
+def _cache_limit_bytes() -> int:
+    return int(float(os.environ.get("HYPIR_SWEEP_VAL_CACHE_GB", "8")) * 2**30)
+
+
+@dataclass
+class ValidationResult:
+    """One round's scores: ``metrics`` holds the logged names (val/PSNR, val/Blur/PSNR, ...)."""
+
+    metrics: dict[str, float]
+    per_image: list[dict] = field(default_factory=list)
+    grids: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def write_csv(self, path: str) -> None:
+        """Write file, type, PSNR, SSIM, LPIPS per image (so a user sees where the model fails)."""
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["file", "type", *METRICS])
+            writer.writeheader()
+            writer.writerows(self.per_image)
+
+
+class Validator:
+    """Holds the cached validation set and scores a generator on it."""
+
+    def __init__(self, val_cfg, generator, metrics, device, autocast=contextlib.nullcontext, pairs=None):
+        self.generator, self.metrics, self.device, self.autocast = generator, metrics, device, autocast
+        self.quantize = val_cfg.quantize
+        self.batch_size = val_cfg.batch_size
+        self.resize = val_cfg.resize
+        if pairs is None:
+            pairs = scan_val_set(val_cfg)
+            check_val_sizes(pairs)
+        self.pairs = pairs
+        self._check_fits(pairs)
+        self.images = [self._load(pair) for pair in tqdm(pairs, desc="Caching validation set", leave=False)]
+        with torch.no_grad():
+            self.text_embed = generator.encode_prompt([val_cfg.prompt])
+        factor = 2 ** (len(generator.vae.config.block_out_channels) - 1)
+        self.pad_multiple = factor
+
+    def _check_fits(self, pairs) -> None:
+        if self.resize == "native":
+            pixels = sum(np.prod(Image.open(p.gt_path).size) for p in pairs)
+        else:
+            pixels = len(pairs) * self.resize * self.resize
+        needed = 2 * 3 * int(pixels)
+        if needed > _cache_limit_bytes():
+            raise DataError(
+                f"The validation set ({len(pairs)} pairs) needs {needed / 2**30:.1f} GiB of memory as uint8, over "
+                f"the {_cache_limit_bytes() / 2**30:.1f} GiB limit; set data_config.val.num_samples_per_type or "
+                "a smaller data_config.val.resize, or raise HYPIR_SWEEP_VAL_CACHE_GB."
+            )
+
+    def _load(self, pair) -> tuple[np.ndarray, np.ndarray]:
+        lq, gt = read_image(pair.lq_path), read_image(pair.gt_path)
+        if self.resize != "native":
+            size = (self.resize, self.resize)
+            lq = np.asarray(Image.fromarray(lq).resize(size, Image.BICUBIC))
+            gt = np.asarray(Image.fromarray(gt).resize(size, Image.BICUBIC))
+        return lq, gt
+
+    def _batches(self):
+        """Index batches of equal image size (all of them when resized)."""
+        by_shape: dict[tuple, list[int]] = {}
+        for index, (lq, _) in enumerate(self.images):
+            by_shape.setdefault(lq.shape, []).append(index)
+        for indices in by_shape.values():
+            for start in range(0, len(indices), self.batch_size):
+                yield indices[start:start + self.batch_size]
+
+    @torch.no_grad()
+    def restore(self, lq_uint8: np.ndarray) -> torch.Tensor:
+        """Restore a (B,H,W,3) uint8 batch; returns float (B,3,H,W) in [0, 1] on the device."""
+        lq = torch.from_numpy(lq_uint8).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        height, width = lq.shape[-2:]
+        pad_h, pad_w = (-height) % self.pad_multiple, (-width) % self.pad_multiple
+        if pad_h or pad_w:
+            lq = torch.nn.functional.pad(lq, (0, pad_w, 0, pad_h), mode="reflect")
+        with self.autocast():
+            z = self.generator.encode_lq(lq, sample=False)
+            text = self.text_embed.expand(lq.shape[0], -1, -1)
+            restored = self.generator(z, text)
+        restored = (restored[..., :height, :width].float().clamp(-1, 1) + 1) / 2
+        if self.quantize:
+            restored = torch.round(restored * 255) / 255
+        return restored
+
+    def run(self, with_details: bool = False, progress: bool = False) -> ValidationResult:
+        """Score the generator on the cached set; ``with_details`` keeps per-image rows and image grids."""
+        was_training = self.generator.training
+        self.generator.eval()
+        scores = {name: np.zeros(len(self.images)) for name in METRICS}
+        grid_rows: dict[str, list[np.ndarray]] = {}
+        batches = list(self._batches())
+        for indices in tqdm(batches, desc="Validation", disable=not progress, leave=False):
+            lq = np.stack([self.images[i][0] for i in indices])
+            gt = np.stack([self.images[i][1] for i in indices])
+            restored = self.restore(lq)
+            gt_tensor = torch.from_numpy(gt).to(self.device).permute(0, 3, 1, 2).float() / 255
+            batch_scores = self.metrics(restored, gt_tensor)
+            for name in METRICS:
+                scores[name][indices] = batch_scores[name].numpy()
+            if with_details:
+                out = (restored.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+                for row, i in enumerate(indices):
+                    rows = grid_rows.setdefault(self.pairs[i].degradation_type, [])
+                    if len(rows) < GRID_IMAGES_PER_TYPE:
+                        rows.append(np.concatenate([self.images[i][0], out[row], self.images[i][1]], axis=1))
+        self.generator.train(was_training)
+        result = ValidationResult(metrics=self._aggregate(scores))
+        if with_details:
+            result.per_image = [
+                {"file": pair.name, "type": pair.degradation_type, **{m: float(scores[m][i]) for m in METRICS}}
+                for i, pair in enumerate(self.pairs)]
+            result.grids = {t: np.concatenate(rows, axis=0) for t, rows in grid_rows.items()
+                            if len({r.shape for r in rows}) == 1}
+        return result
+
+    def _aggregate(self, scores: dict[str, np.ndarray]) -> dict[str, float]:
+        metrics = {f"val/{name}": float(scores[name].mean()) for name in METRICS}
+        metrics["val/Final_Score"] = final_score(metrics["val/PSNR"], metrics["val/SSIM"], metrics["val/LPIPS"])
+        types = [pair.degradation_type for pair in self.pairs]
+        for degradation_type in dict.fromkeys(types):
+            mask = np.array([t == degradation_type for t in types])
+            for name in METRICS:
+                metrics[f"val/{degradation_type}/{name}"] = float(scores[name][mask].mean())
+        return metrics

@@ -1,0 +1,52 @@
+"""launch.py as a user runs it: clear errors, a dry run that checks everything and trains nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+TINY = str(ROOT / "configs" / "tiny.yaml")
+
+
+def launch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], capture_output=True, text=True,
+                          cwd=ROOT, env=os.environ.copy(), timeout=600)
+
+
+def test_missing_config_is_one_line_error():
+    result = launch("--single", "configs/nope.yaml")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: Config file 'configs/nope.yaml' does not exist")
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_override_names_key_and_suggests(tmp_path):
+    result = launch("--single", TINY, "lamda_l2=2", f"output_dir={tmp_path}")
+    assert result.returncode == 2
+    assert "lamda_l2" in result.stderr and "did you mean 'lambda_l2'" in result.stderr
+
+
+def test_dry_run_checks_everything_and_trains_nothing(tmp_path):
+    out = tmp_path / "run"
+    result = launch("--single", TINY, "--dry-run", f"output_dir={out}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Ready to train." in result.stdout
+    for check in ("SD2 model", "training data", "validation data", "LPIPS weights", "discriminator"):
+        assert check in result.stdout
+    assert "lambda_ssim: 1.0" in result.stdout  # the resolved config is printed
+    assert not (out / "summary.json").exists() and not (out / "checkpoints").exists()
+
+
+def test_dry_run_reports_a_broken_validation_folder(tmp_path):
+    result = launch("--single", TINY, "--dry-run", f"data_config.val.val_dir={tmp_path / 'missing'}")
+    assert result.returncode == 2
+    assert "validation data" in result.stdout and "FAILED" in result.stdout
+    assert "missing" in result.stdout
+
+
+def test_sweep_mode_says_it_is_not_there_yet():
+    result = launch("sweeps/loss_weights.yaml")
+    assert result.returncode == 2 and "--single" in result.stderr
