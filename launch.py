@@ -20,7 +20,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dry-run", action="store_true",
                         help="validate config, paths and weights availability; print the resolved config; no training")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and CI)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
 
     from hypir_core.errors import HypirError
 

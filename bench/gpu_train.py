@@ -69,9 +69,12 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--disc", default="openclip_convnext_xxlarge")
     parser.add_argument("--json", help="also write the numbers to this file")
+    parser.add_argument("--allow-cpu", action="store_true", help="smoke-test on CPU (timings meaningless)")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
+    cuda = torch.cuda.is_available()
+    if not cuda and not args.allow_cpu:
         sys.exit("bench/gpu_train.py needs a CUDA GPU.")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     from hypir_core.trainer import _Run
 
@@ -85,22 +88,23 @@ def main() -> None:
         run = _Run(bench_config(args, root), progress_bar=False, disc_pretrained=False)
         data = run.batches()
         times = []
-        torch.cuda.reset_peak_memory_stats()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         for step in range(args.warmup + args.steps):
-            torch.cuda.synchronize()
+            sync()
             start = time.perf_counter()
             micro = [run.prepare_micro_batch(next(data))]
             run.generator_step(micro, log_grads=False)
             run.discriminator_step(micro)
             run.progress.global_step += 1
-            torch.cuda.synchronize()
+            sync()
             if step >= args.warmup:
                 times.append(time.perf_counter() - start)
         result = {
-            "device": torch.cuda.get_device_name(0), "lora_rank": args.rank, "batch": args.batch,
+            "device": torch.cuda.get_device_name(0) if cuda else "cpu", "lora_rank": args.rank, "batch": args.batch,
             "size": args.size, "precision": args.precision, "disc": args.disc, "steps_timed": len(times),
             "s_per_step_mean": float(np.mean(times)), "s_per_step_median": float(np.median(times)),
-            "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30,
+            "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
             "lora_params_m": sum(p.numel() for p in run.lora_params) / 1e6,
         }
     print(json.dumps(result, indent=2))

@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=500, help="with --gpu: synthetic validation images")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--allow-cpu", action="store_true", help="with --gpu: smoke-test on CPU (timings meaningless)")
     args = parser.parse_args()
 
     os.environ.setdefault("HYPIR_SWEEP_CACHE", os.path.join(tempfile.gettempdir(), "hypir-sweep-bench"))
@@ -75,10 +76,13 @@ def main() -> None:
     if args.gpu:
         from bench.gpu_train import write_pairs
 
-        device, dtype, model = torch.device("cuda"), torch.bfloat16, "random://sd2-base"
+        if not torch.cuda.is_available() and not args.allow_cpu:
+            sys.exit("bench/validation.py --gpu needs a CUDA GPU.")
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dtype, model = torch.bfloat16, "random://sd2-base"
         val_dir = os.path.join(tmp.name, "val")
         write_pairs(val_dir, ["Blur", "Haze", "Lowlight", "Rain", "Snow"], args.images // 5, args.size)
-        autocast = lambda: torch.autocast("cuda", dtype=dtype)  # noqa: E731
+        autocast = lambda: torch.autocast(device.type, dtype=dtype)  # noqa: E731
     else:
         from hypir_core.demo import resolve_path
 
@@ -95,7 +99,7 @@ def main() -> None:
                               num_samples_per_type=None, batch_size=args.batch, prompt="", resize=args.size,
                               quantize=True)
     pairs = scan_val_set(val_cfg)
-    print(f"{len(pairs)} validation images at {args.size}x{args.size} on {torch.cuda.get_device_name(0) if args.gpu else 'CPU'}")
+    print(f"{len(pairs)} validation images at {args.size}x{args.size} on {torch.cuda.get_device_name(0) if device.type == 'cuda' else 'CPU'}")
 
     setup, validator = _timed(lambda: Validator(val_cfg, generator, metrics, device, autocast), device)
     ours, theirs = [], []

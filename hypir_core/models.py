@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -67,9 +68,9 @@ def load_sd2(base_model_path: str, weight_dtype: torch.dtype = torch.float32,
         try:
             parts = SD2Components(
                 tokenizer=CLIPTokenizer.from_pretrained(path, subfolder="tokenizer"),
-                text_encoder=CLIPTextModel.from_pretrained(path, subfolder="text_encoder"),
-                vae=AutoencoderKL.from_pretrained(path, subfolder="vae"),
-                unet=UNet2DConditionModel.from_pretrained(path, subfolder="unet"),
+                text_encoder=CLIPTextModel.from_pretrained(path, subfolder="text_encoder", torch_dtype=weight_dtype),
+                vae=AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=weight_dtype),
+                unet=UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=weight_dtype),
                 scheduler=DDPMScheduler.from_pretrained(path, subfolder="scheduler"),
             )
         except (OSError, ValueError) as exc:
@@ -80,7 +81,9 @@ def load_sd2(base_model_path: str, weight_dtype: torch.dtype = torch.float32,
                 "subfolders, or download the hub model once with network access."
             ) from exc
     for module in (parts.text_encoder, parts.vae, parts.unet):
-        module.to(device=device, dtype=weight_dtype).eval().requires_grad_(False)
+        if base_model_path == RANDOM_SD2_BASE:
+            module.to(dtype=weight_dtype)
+        module.to(device=device).eval().requires_grad_(False)
     return parts
 
 
@@ -88,10 +91,14 @@ def _random_sd2_base() -> SD2Components:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from hypir_core.demo import resolve_path
+    import tempfile
 
-    # The tiny demo tokenizer produces ids well inside SD2's 49408-token vocabulary.
-    tokenizer = CLIPTokenizer.from_pretrained(resolve_path("demo://tiny-sd2"), subfolder="tokenizer")
+    from hypir_core.demo import _write_tokenizer
+
+    # The demo's byte-level tokenizer produces ids well inside SD2's 49408-token vocabulary.
+    with tempfile.TemporaryDirectory() as folder:
+        _write_tokenizer(Path(folder) / "tokenizer")
+        tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
     return SD2Components(
         tokenizer=tokenizer,
         text_encoder=CLIPTextModel(CLIPTextConfig(**_SD2_BASE_TEXT)),

@@ -132,8 +132,7 @@ class _Run:
 
                 raise DataError(f"The training set has {len(order)} pairs, fewer than one batch of "
                                 f"{cfg.batch_size}; lower data_config.train.batch_size or add data.")
-            if hasattr(self.dataset, "set_epoch"):
-                self.dataset.set_epoch(self.progress.epoch)
+            self.dataset.set_epoch(self.progress.epoch, self.cfg.seed)
             loader = torch.utils.data.DataLoader(
                 self.dataset, batch_sampler=batch_indices[self.progress.batches_in_epoch:],
                 num_workers=cfg.dataloader_num_workers, collate_fn=train_collate,
