@@ -51,6 +51,19 @@ def users_loop(generator, metrics, pairs, prompt, size, device, autocast):
     return final_score(*(float(np.mean(scores[n])) for n in ("PSNR", "SSIM", "LPIPS")))
 
 
+def print_stage_times(validator, metrics, device):
+    """Where one of our batches spends its time: restoration, then each metric."""
+    indices = next(iter(validator._batches()))
+    lq = np.stack([validator.images[i][0] for i in indices])
+    gt = torch.from_numpy(np.stack([validator.images[i][1] for i in indices])).to(device).permute(0, 3, 1, 2)
+    gt = gt.float() / 255
+    t_restore, restored = _timed(lambda: validator.restore(lq), device)
+    parts = {name: _timed(lambda m=m: m(restored, gt), device)[0]
+             for name, m in (("PSNR", metrics.psnr), ("SSIM", metrics.ssim), ("LPIPS", metrics.lpips))}
+    print(f"one batch of {len(indices)}: restore {t_restore:.3f} s, "
+          + ", ".join(f"{name} {t:.3f} s" for name, t in parts.items()))
+
+
 def _timed(fn, device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -111,6 +124,7 @@ def main() -> None:
         theirs.append(t_theirs)
         print(f"round {round_index + 1}: ours {t_ours:.2f} s (Final_Score {score_ours:.4f}), "
               f"users' loop {t_theirs:.2f} s (Final_Score {score_theirs:.4f})")
+    print_stage_times(validator, metrics, device)
     print(f"ours: cache setup {setup:.2f} s once, then {np.median(ours):.2f} s/round "
           f"({len(pairs) / np.median(ours):.1f} images/s); users' loop {np.median(theirs):.2f} s/round "
           f"({len(pairs) / np.median(theirs):.1f} images/s)")
