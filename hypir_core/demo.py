@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from hypir_core.cache import cache_dir
 from hypir_core.errors import ConfigError, HypirError
 
 if TYPE_CHECKING:
@@ -46,8 +47,7 @@ VAE_STEPS, VAE_BATCH, VAE_CROP, VAE_LR = 500, 16, 32, 2e-3  # measured: 300 step
 
 def cache_root() -> Path:
     """The folder that holds every built demo asset of this version."""
-    base = os.environ.get("HYPIR_SWEEP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hypir-sweep")
-    return Path(base) / DEMO_VERSION
+    return cache_dir() / DEMO_VERSION
 
 
 def resolve_path(p: str) -> str:
@@ -243,7 +243,7 @@ def _load_folder_images(split_dir: Path, pattern: str = "*/*/*.png") -> torch.Te
 # ---------------------------------------------------------------- tiny SD2-format model
 
 
-def _write_tokenizer(folder: Path) -> None:
+def write_byte_tokenizer(folder: Path) -> None:
     """A byte-level CLIP tokenizer without merges: every byte is a token, as CLIP's own vocab starts."""
     from transformers import CLIPTokenizer
 
@@ -353,7 +353,7 @@ def _build_tiny_sd2(dest: Path, aio_root: Path, seed: int) -> dict:
     torch.nn.init.zeros_(unet.conv_out.bias)
     unet.save_pretrained(str(dest / "unet"))
 
-    _write_tokenizer(dest / "tokenizer")
+    write_byte_tokenizer(dest / "tokenizer")
     text_config = CLIPTextConfig(
         vocab_size=514, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         max_position_embeddings=77, hidden_act="gelu", bos_token_id=512, eos_token_id=513, pad_token_id=513,

@@ -15,6 +15,7 @@ import warnings
 import torch
 from torch import nn
 
+from hypir_core.cache import cache_dir
 from hypir_core.errors import WeightsError
 
 VGG16_FILE = "vgg16-397923af.pth"  # torchvision's IMAGENET1K_V1 file name
@@ -25,11 +26,6 @@ _VGG_FEATURE_CHANNELS = (64, 128, 256, 512, 512)
 def final_score(psnr: float, ssim: float, lpips: float) -> float:
     """The users' ranking score: PSNR + 10*SSIM - 5*LPIPS."""
     return psnr + 10.0 * ssim - 5.0 * lpips
-
-
-def cache_root() -> str:
-    """Folder for everything hypir-sweep builds itself (env HYPIR_SWEEP_CACHE)."""
-    return os.environ.get("HYPIR_SWEEP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hypir-sweep")
 
 
 def plant_random_lpips_weights(hub_dir: str) -> str:
@@ -86,7 +82,7 @@ def create_lpips(device, as_loss: bool, weights: str = "pretrained") -> nn.Modul
     """pyiqa LPIPS-VGG (metric or differentiable loss); inputs in [0, 1]."""
     import pyiqa
 
-    hub = plant_random_lpips_weights(os.path.join(cache_root(), "random-lpips-hub")) if weights == "random" else None
+    hub = plant_random_lpips_weights(str(cache_dir() / "random-lpips-hub")) if weights == "random" else None
     try:
         with _hub_dir(hub), warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -88,16 +88,16 @@ def load_sd2(base_model_path: str, weight_dtype: torch.dtype = torch.float32,
 
 
 def _random_sd2_base() -> SD2Components:
+    import tempfile
+
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    import tempfile
-
-    from hypir_core.demo import _write_tokenizer
+    from hypir_core.demo import write_byte_tokenizer
 
     # The demo's byte-level tokenizer produces ids well inside SD2's 49408-token vocabulary.
     with tempfile.TemporaryDirectory() as folder:
-        _write_tokenizer(Path(folder) / "tokenizer")
+        write_byte_tokenizer(Path(folder) / "tokenizer")
         tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
     return SD2Components(
         tokenizer=tokenizer,

@@ -207,8 +207,8 @@ class _Run:
                 raise _Diverged(self.progress.global_step + 1)
             self.accelerator.backward(loss / accum)
             sums["loss/D"] += loss.item() / accum
-            sums["loss/D_logits_real"] += float(np.mean([l.mean().item() for l in real_logits])) / accum
-            sums["loss/D_logits_fake"] += float(np.mean([l.mean().item() for l in fake_logits])) / accum
+            sums["loss/D_logits_real"] += float(np.mean([level.mean().item() for level in real_logits])) / accum
+            sums["loss/D_logits_fake"] += float(np.mean([level.mean().item() for level in fake_logits])) / accum
         self.accelerator.clip_grad_norm_(self.D_params, self.cfg.max_grad_norm)
         self.opt_D.step()
         self.opt_D.zero_grad(set_to_none=True)

@@ -6,12 +6,19 @@ import json
 
 import pytest
 import torch
-
 from conftest import ROOT, tiny_overrides
+
 from hypir_core.config import load_config
 from hypir_core.discriminator import Discriminator
 from hypir_core.losses import TERMS, GeneratorLoss
-from hypir_core.models import OneStepGenerator, add_lora, load_lora_weights, load_sd2, lora_state_dict
+from hypir_core.models import (
+    OneStepGenerator,
+    add_lora,
+    load_lora_weights,
+    load_sd2,
+    lora_state_dict,
+)
+from hypir_core.tracking import read_offline_metrics, read_offline_run_info
 from hypir_core.trainer import BEST_WEIGHTS, FINAL_WEIGHTS, train
 
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -125,12 +132,32 @@ def test_tiny_default_trains_and_improves(tmp_path):
     """README command 1, in-process: the embedded default learns (final round beats the first)."""
     from launch import main
 
-    code = main(["--single", str(TINY), "--no-progress", *tiny_overrides(tmp_path / "run")])
+    code = main(["--single", str(TINY), "--no-progress", *tiny_overrides(tmp_path / "run", report_to="swanlab")])
     assert code == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    # SwanLab (offline here) holds every validation round, read back with SwanLab's own reader.
+    (run_dir,) = (tmp_path / "run" / "logs").glob("run-*")
+    logged = read_offline_metrics(run_dir)
+    assert [step for step, _ in logged["val/Final_Score"]] == [50, 100, 150]
+    assert "loss/G_total" in logged and "grad_norm/conv_out_l2" not in logged  # log_grad_steps=0 in the test
     assert summary["status"] == "completed"
     scores = [r["metrics"]["val/Final_Score"] for r in summary["rounds"]]
     assert len(scores) == 3 and scores[-1] > scores[0] + 0.5, scores
     assert (tmp_path / "run" / "val_per_image.csv").read_text().startswith("file,type,PSNR,SSIM,LPIPS")
     assert summary["config"]["lambda_ssim"] == 1.0 and summary["best_round"]["metrics"]["val/Final_Score"] == max(
         scores)
+
+
+def test_grad_norms_per_loss_term_and_images_reach_swanlab(tmp_path):
+    summary = train(tiny_config(tmp_path, report_to="swanlab", max_train_steps=2, validation_steps=2,
+                                log_grad_steps=1, log_image_steps=1), progress_bar=False)
+    assert summary.status == "completed"
+    (run_dir,) = (tmp_path / "run" / "logs").glob("run-*")
+    logged = read_offline_metrics(run_dir)
+    for term in ("l2", "l1", "ssim", "disc"):  # tiny.yaml's nonzero terms
+        assert [step for step, _ in logged[f"grad_norm/conv_out_{term}"]] == [1, 2]
+    assert "grad_norm/conv_out_lpips" not in logged  # lambda_lpips is 0 in tiny.yaml
+    for name in ("loss/G_mse", "loss/G_l1", "loss/G_ssim", "loss/G_disc", "loss/D", "loss/D_logits_real"):
+        assert name in logged
+    images = read_offline_run_info(run_dir)["image_keys"]
+    assert "train/LQ|pred|GT" in images and "val/Blur" in images
