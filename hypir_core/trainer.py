@@ -248,6 +248,10 @@ class _Run:
         self.accelerator.load_state(path)
         load_lora_weights(self.generator.unet, os.path.join(path, ckpt.LORA_FILE))
         self.D.load_state_dict(torch.load(os.path.join(path, ckpt.DISC_FILE), weights_only=True), strict=False)
+        if self.ema is not None and not self.cfg.resume_ema:
+            # resume_ema: false restarts the average from the resumed weights, as HYPIR does.
+            self.ema.shadow_params = [p.detach().clone() for p in self.lora_params]
+            self.ema.optimization_step = 0
 
     def export_weights(self, weights: dict, name: str) -> str:
         path = os.path.join(self.output_dir, name)

@@ -161,3 +161,17 @@ def test_grad_norms_per_loss_term_and_images_reach_swanlab(tmp_path):
         assert name in logged
     images = read_offline_run_info(run_dir)["image_keys"]
     assert "train/LQ|pred|GT" in images and "val/Blur" in images
+
+
+def test_resume_ema_false_restarts_the_average_from_the_resumed_weights(short_run):
+    from dataclasses import replace
+
+    from hypir_core.trainer import _Run
+
+    cfg, _, reports = short_run
+    checkpoint = reports[0][1]
+    for resume_ema in (True, False):
+        run = _Run(replace(cfg, resume_ema=resume_ema), progress_bar=False)
+        run.load_checkpoint(checkpoint)
+        same = all(torch.equal(e, p) for e, p in zip(run.ema.shadow_params, run.lora_params))
+        assert same is (not resume_ema)
