@@ -124,11 +124,41 @@ class QualityMetrics(nn.Module):
         self.lpips = create_lpips(device, as_loss=False, weights=lpips_weights)
 
     @torch.no_grad()
-    def forward(self, restored: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-image scores (1-D float64 tensors on CPU) for ``restored`` against ``gt``."""
+    def forward(self, restored: torch.Tensor, gt: torch.Tensor,
+                lpips_reference: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Per-image scores (1-D float64 tensors on CPU) for ``restored`` against ``gt``.
+
+        ``lpips_reference`` (from ``lpips_reference(gt)``) skips recomputing the GT's VGG features.
+        """
         restored, gt = restored.float().clamp(0, 1), gt.float().clamp(0, 1)
+        if lpips_reference is None:
+            lpips = self.lpips(restored, gt)
+        else:
+            lpips = self._lpips_against(restored, lpips_reference)
         return {
             "PSNR": self.psnr(restored, gt).flatten().double().cpu(),
             "SSIM": self.ssim(restored, gt).flatten().double().cpu(),
-            "LPIPS": self.lpips(restored, gt).flatten().double().cpu(),
+            "LPIPS": lpips.flatten().double().cpu(),
         }
+
+    def _vgg_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        from pyiqa.archs.lpips_arch import normalize_tensor
+
+        net = self.lpips.net  # pyiqa's LPIPS module: its own scaling, VGG slices and heads
+        return [normalize_tensor(f) for f in net.net.forward(net.scaling_layer(2 * images - 1))]
+
+    @torch.no_grad()
+    def lpips_reference(self, gt: torch.Tensor) -> list[torch.Tensor]:
+        """Normalised VGG features of reference images in [0, 1], to score many rounds against them."""
+        return self._vgg_features(gt.float().clamp(0, 1))
+
+    def _lpips_against(self, restored: torch.Tensor, reference: list[torch.Tensor]) -> torch.Tensor:
+        """pyiqa's LPIPS v0.1 (sum over layers of the spatial mean of lin(diff^2)), GT features given."""
+        net = self.lpips.net
+        layers = zip(net.lins, self._vgg_features(restored), reference)
+        return sum(lin((ref - feat) ** 2).mean(dim=(2, 3)) for lin, feat, ref in layers)
+
+    @staticmethod
+    def reference_bytes(height: int, width: int) -> int:
+        """Memory of one image's LPIPS reference features (VGG16 relu1_2..relu5_3, float32)."""
+        return 4 * height * width * (64 + 128 // 4 + 256 // 16 + 512 // 64 + 512 // 256)

@@ -30,6 +30,10 @@ def _cache_limit_bytes() -> int:
     return int(float(os.environ.get("HYPIR_SWEEP_VAL_CACHE_GB", "8")) * 2**30)
 
 
+# GT LPIPS features are kept for as many batches as fit here: they halve LPIPS's cost per round.
+LPIPS_REFERENCE_BYTES = 2 * 2**30
+
+
 @dataclass
 class ValidationResult:
     """One round's scores: ``metrics`` holds the logged names (val/PSNR, val/Blur/PSNR, ...)."""
@@ -64,6 +68,8 @@ class Validator:
             self.text_embed = generator.encode_prompt([val_cfg.prompt])
         factor = 2 ** (len(generator.vae.config.block_out_channels) - 1)
         self.pad_multiple = factor
+        self.lpips_references: dict[int, list[torch.Tensor]] = {}  # first index of a batch -> GT features
+        self.reference_budget = LPIPS_REFERENCE_BYTES
 
     def _check_fits(self, pairs) -> None:
         if self.resize == "native":
@@ -124,7 +130,7 @@ class Validator:
             gt = np.stack([self.images[i][1] for i in indices])
             restored = self.restore(lq)
             gt_tensor = torch.from_numpy(gt).to(self.device).permute(0, 3, 1, 2).float() / 255
-            batch_scores = self.metrics(restored, gt_tensor)
+            batch_scores = self.metrics(restored, gt_tensor, lpips_reference=self._reference(indices, gt_tensor))
             for name in METRICS:
                 scores[name][indices] = batch_scores[name].numpy()
             if with_details:
@@ -142,6 +148,16 @@ class Validator:
             result.grids = {t: np.concatenate(rows, axis=0) for t, rows in grid_rows.items()
                             if len({r.shape for r in rows}) == 1}
         return result
+
+    def _reference(self, indices: list[int], gt: torch.Tensor) -> list[torch.Tensor] | None:
+        """Cached GT features for this batch, computed on first use while the budget lasts."""
+        if indices[0] not in self.lpips_references:
+            needed = len(indices) * self.metrics.reference_bytes(*gt.shape[-2:])
+            if needed > self.reference_budget:
+                return None
+            self.reference_budget -= needed
+            self.lpips_references[indices[0]] = self.metrics.lpips_reference(gt)
+        return self.lpips_references[indices[0]]
 
     def _aggregate(self, scores: dict[str, np.ndarray]) -> dict[str, float]:
         metrics = {f"val/{name}": float(scores[name].mean()) for name in METRICS}

@@ -81,3 +81,13 @@ def test_batched_scores_equal_one_at_a_time(metrics):
 
 def test_final_score_is_the_users_formula():
     assert final_score(30.0, 0.9, 0.2) == pytest.approx(30.0 + 9.0 - 1.0)
+
+
+def test_lpips_against_cached_reference_features_equals_pyiqa(metrics):
+    gts = [data.astronaut()[:96, :96], data.coffee()[:96, :96]]
+    restored = torch.cat([to_tensor(degrade(g, 1.2, 5.0, seed=i)) for i, g in enumerate(gts)])
+    gt = torch.cat([to_tensor(g) for g in gts])
+    direct = metrics(restored, gt)
+    cached = metrics(restored, gt, lpips_reference=metrics.lpips_reference(gt))
+    assert torch.allclose(cached["LPIPS"], direct["LPIPS"], rtol=1e-5, atol=1e-7)
+    assert float(direct["LPIPS"].min()) > 0
