@@ -317,7 +317,8 @@ def scan_val_set(val_cfg: Any) -> list[ValPair]:
     return pairs
 
 
-def _header_size(path: str) -> tuple[int, int]:
+def image_size(path: str) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding pixels; unreadable -> DataError."""
     try:
         with Image.open(path) as image:  # reads the header only, no pixel decoding
             return image.size
@@ -329,7 +330,7 @@ def check_val_sizes(pairs: list[ValPair]) -> None:
     """Raise DataError naming the files when an LQ image and its GT differ in size (headers only)."""
     mismatched = []
     for pair in pairs:
-        lq_size, gt_size = _header_size(pair.lq_path), _header_size(pair.gt_path)
+        lq_size, gt_size = image_size(pair.lq_path), image_size(pair.gt_path)
         if lq_size != gt_size:
             mismatched.append((pair, lq_size, gt_size))
     if mismatched:

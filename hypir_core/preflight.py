@@ -91,7 +91,7 @@ def check_discriminator(cfg) -> Check:
 
 def check_data(cfg) -> list[Check]:
     """Training list/folders readable and the validation layout sound (names matched, sizes equal)."""
-    from hypir_core.data import build_train_dataset, check_val_sizes, scan_val_set
+    from hypir_core.data import build_train_dataset, scan_val_set
 
     checks = []
     try:
@@ -100,8 +100,7 @@ def check_data(cfg) -> list[Check]:
     except HypirError as exc:
         checks.append(Check("training data", False, str(exc)))
     try:
-        pairs = scan_val_set(cfg.data_config.val)
-        check_val_sizes(pairs)
+        pairs = scan_val_set(cfg.data_config.val)  # also checks LQ/GT sizes
         types = sorted({p.degradation_type for p in pairs})
         checks.append(Check("validation data", True, f"{len(pairs)} pairs over {', '.join(types)}"))
     except HypirError as exc:

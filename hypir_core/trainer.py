@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from hypir_core import checkpoint as ckpt
 from hypir_core.config import Config, config_to_dict
-from hypir_core.data import build_train_dataset, check_val_sizes, scan_val_set, train_collate
+from hypir_core.data import build_train_dataset, scan_val_set, train_collate
 from hypir_core.discriminator import Discriminator
 from hypir_core.losses import TERMS, GeneratorLoss
 from hypir_core.metrics import QualityMetrics
@@ -73,7 +73,6 @@ class _Run:
         # Data first: a bad path or layout fails in seconds, before any weights load.
         self.dataset = build_train_dataset(cfg.data_config.train, skip_bad_images=cfg.skip_bad_images)
         val_pairs = scan_val_set(cfg.data_config.val)
-        check_val_sizes(val_pairs)
         self.init_generator()
         self.init_discriminator()
         self.init_optimizers()
@@ -217,10 +216,8 @@ class _Run:
     def prepare_micro_batch(self, batch) -> dict:
         lq = (batch["LQ"].to(self.device) * 2 - 1).float()
         gt = (batch["GT"].to(self.device) * 2 - 1).float()
-        with torch.no_grad():
-            posterior = self.generator.vae.encode(lq.to(self.generator.vae.dtype)).latent_dist
-            noise = torch.randn(posterior.mean.shape, generator=self.progress.posterior_rng).to(self.device)
-            z = (posterior.mean + posterior.std * noise) * self.generator.scaling_factor
+        with torch.no_grad():  # a posterior sample, as HYPIR trains; its own seeded RNG survives resume
+            z = self.generator.encode_lq(lq, sample=True, generator=self.progress.posterior_rng)
         return {"lq": lq, "gt": gt, "z_lq": z, "text": self.text_embed(list(batch["txt"]))}
 
     # ---- validation, checkpoints, weights --------------------------------------------------------

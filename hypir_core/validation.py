@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from hypir_core.data import check_val_sizes, read_image, scan_val_set
+from hypir_core.data import image_size, read_image, scan_val_set
 from hypir_core.errors import DataError
 from hypir_core.metrics import final_score
 
@@ -58,12 +58,9 @@ class Validator:
         self.quantize = val_cfg.quantize
         self.batch_size = val_cfg.batch_size
         self.resize = val_cfg.resize
-        if pairs is None:
-            pairs = scan_val_set(val_cfg)
-            check_val_sizes(pairs)
-        self.pairs = pairs
-        self._check_fits(pairs)
-        self.images = [self._load(pair) for pair in tqdm(pairs, desc="Caching validation set", leave=False)]
+        self.pairs = scan_val_set(val_cfg) if pairs is None else pairs
+        self._check_fits(self.pairs)
+        self.images = [self._load(pair) for pair in tqdm(self.pairs, desc="Caching validation set", leave=False)]
         with torch.no_grad():
             self.text_embed = generator.encode_prompt([val_cfg.prompt])
         factor = 2 ** (len(generator.vae.config.block_out_channels) - 1)
@@ -73,7 +70,7 @@ class Validator:
 
     def _check_fits(self, pairs) -> None:
         if self.resize == "native":
-            pixels = sum(np.prod(Image.open(p.gt_path).size) for p in pairs)
+            pixels = sum(np.prod(image_size(p.gt_path)) for p in pairs)
         else:
             pixels = len(pairs) * self.resize * self.resize
         needed = 2 * 3 * int(pixels)
