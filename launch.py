@@ -3,7 +3,8 @@
 
   python launch.py --single configs/tiny.yaml [key=value ...]     train one config (a baseline)
   python launch.py --single CONFIG --dry-run [key=value ...]       check config, data and weights only
-  python launch.py sweeps/loss_weights.yaml                        a sweep (Ray Tune + Optuna + ASHA)
+  python launch.py sweeps/loss_weights.yaml [--resume] [--address HOST:PORT]   a sweep (Ray Tune + Optuna + ASHA)
+  python launch.py sweeps/loss_weights.yaml --dry-run              check the spec, show 3 sampled configs
 """
 
 import argparse
@@ -20,13 +21,25 @@ def main(argv=None) -> int:
     parser.add_argument("--dry-run", action="store_true",
                         help="validate config, paths and weights availability; print the resolved config; no training")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and CI)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep where it stopped")
+    parser.add_argument("--address", default=None,
+                        help="join a running Ray cluster (host:port, or 'auto'); default $RAY_ADDRESS or a local one")
     args = parser.parse_intermixed_args(argv)
 
     from hypir_core.errors import HypirError
 
     try:
         if not args.single:
-            parser.error("sweep mode is not available yet; train one config with --single CONFIG")
+            if args.overrides:
+                parser.error("a sweep takes no key=value overrides; put them under 'overrides:' in the spec")
+            from hypir_sweep.runner import dry_run as sweep_dry_run, run_sweep
+
+            if args.dry_run:
+                return sweep_dry_run(args.spec)
+            return run_sweep(args.spec, resume=args.resume, address=args.address, progress=not args.no_progress)
+        if args.resume or args.address:
+            parser.error("--resume and --address are for sweeps; resume a single run with "
+                         "resume_from_checkpoint=latest")
         from hypir_core.single import dry_run, run_single
 
         if args.dry_run:

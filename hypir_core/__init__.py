@@ -9,13 +9,13 @@ Nothing in this package imports Ray or Optuna.
 from hypir_core.config import Config, config_from_dict, config_to_dict, load_config
 from hypir_core.errors import ConfigError, DataError, HypirError, WeightsError
 
-__all__ = ["Config", "ConfigError", "DataError", "HypirError", "RunSummary", "WeightsError", "config_from_dict",
+__all__ = ["Config", "ConfigError", "DataError", "HypirError", "RunSummary", "StopTraining", "WeightsError", "config_from_dict",
            "config_to_dict", "load_config", "train"]
 
 
 def __getattr__(name):
     # The trainer pulls in torch/diffusers; import it only when asked for.
-    if name in ("train", "RunSummary"):
+    if name in ("train", "RunSummary", "StopTraining"):
         from hypir_core import trainer
 
         return getattr(trainer, name)

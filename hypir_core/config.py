@@ -54,7 +54,7 @@ class _Ctx:
         return self.source
 
     def fail(self, key: str, allowed: str, value: Any) -> NoReturn:
-        _raise(f"'{key}' in {self.where(key)} must be {allowed}, got {_show(value)}.")
+        _raise(f"'{key}' in {self.where(key)} must be {allowed}, got {show_value(value)}.")
 
 
 def _raise(message: str) -> NoReturn:
@@ -62,7 +62,8 @@ def _raise(message: str) -> NoReturn:
     raise ConfigError(" ".join(message.split()))
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """A value as messages quote it: repr (shortened) and its type."""
     if value is None:
         return "null"
     text = repr(value)
@@ -240,7 +241,7 @@ def _check_dataset(v, ctx: _Ctx, key: str) -> DatasetConfig:
         _unsupported(ctx, key + ".target", target)
     if target not in DATASET_TARGETS:
         _raise(f"'{key}.target' in {ctx.where(key + '.target')} must be one of the known dataset names "
-               f"{', '.join(DATASET_TARGETS)}, got {_show(target)}; class paths are never imported.")
+               f"{', '.join(DATASET_TARGETS)}, got {show_value(target)}; class paths are never imported.")
     kind = DATASET_TARGETS[target]
     params_cls = PairedListParams if kind == "paired_list" else AIOFolderParams
     params = _build(params_cls, v.get("params") or {}, key + ".params.", ctx)
@@ -386,7 +387,7 @@ def _apply_override(raw: dict, text: str, source: str) -> str:
         node = node[part]
         if not isinstance(node, dict):
             _raise(f"Override '{text}' for {source} cannot set '{key}' because '{'.'.join(parents[:i + 1])}' "
-                   f"is {_show(node)}, not a section of keys.")
+                   f"is {show_value(node)}, not a section of keys.")
     node[last] = value
     return key
 
@@ -396,7 +397,7 @@ def config_from_dict(d: dict, source: str = "<dict>", name: str = "config", over
     if isinstance(overrides, str):
         overrides = [overrides]
     if not isinstance(d, dict):
-        _raise(f"The top level of {source} must be a mapping of config keys (key: value lines), got {_show(d)}.")
+        _raise(f"The top level of {source} must be a mapping of config keys (key: value lines), got {show_value(d)}.")
     raw = copy.deepcopy(d)
     overridden = {_apply_override(raw, text, source): str(text) for text in overrides}
     cfg = _build(Config, raw, "", _Ctx(source, overridden))
@@ -421,26 +422,32 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
-    """Load a training config YAML file, apply `key.sub=value` overrides and validate it."""
-    source = str(path)
-    p = Path(path)
+def read_yaml(path: str | Path, what: str = "Config file") -> Any:
+    """Parse a YAML file (duplicate keys refused); a missing file or bad syntax is a one-sentence ConfigError."""
+    source, p = str(path), Path(path)
     if not p.is_file():
-        what = "is a directory, not a file" if p.is_dir() else "does not exist"
-        _raise(f"Config file '{source}' {what}; pass the path of a training config YAML such as "
-               f"configs/sd2_finetune_5k.yaml.")
+        what_is = "is a directory, not a file" if p.is_dir() else "does not exist"
+        _raise(f"{what} '{source}' {what_is}; pass the path of a YAML file such as "
+               f"{'configs/sd2_finetune_5k.yaml' if what == 'Config file' else 'sweeps/quickstart.yaml'}.")
     try:
         raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except UnicodeDecodeError:
-        _raise(f"Config file '{source}' is not UTF-8 text; save it as UTF-8 YAML.")
+        _raise(f"{what} '{source}' is not UTF-8 text; save it as UTF-8 YAML.")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""
-        _raise(f"Config file '{source}' is not valid YAML{line}: {getattr(exc, 'problem', None) or exc}; "
+        _raise(f"{what} '{source}' is not valid YAML{line}: {getattr(exc, 'problem', None) or exc}; "
                f"fix the syntax there.")
     if raw is None:
-        _raise(f"Config file '{source}' is empty; write the training keys in it, as in configs/sd2_finetune_5k.yaml.")
-    return config_from_dict(raw, source=source, name=p.stem, overrides=overrides)
+        _raise(f"{what} '{source}' is empty; write its keys in it, as in "
+               f"{'configs/sd2_finetune_5k.yaml' if what == 'Config file' else 'sweeps/quickstart.yaml'}.")
+    return raw
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
+    """Load a training config YAML file, apply `key.sub=value` overrides and validate it."""
+    raw = read_yaml(path)
+    return config_from_dict(raw, source=str(path), name=Path(path).stem, overrides=overrides)
 
 
 def config_to_dict(cfg: Any) -> Any:

@@ -257,6 +257,10 @@ class _Run:
         return path
 
 
+class StopTraining(Exception):
+    """Raised by a ``report`` callback to end the run cleanly after this round (e.g. a sweep's early stop)."""
+
+
 class _Diverged(Exception):
     def __init__(self, step: int):
         super().__init__(f"diverged at step {step}")
@@ -269,11 +273,16 @@ def _image_grid(batch) -> np.ndarray:
     return grid.permute(1, 2, 0).round().byte().cpu().numpy()
 
 
-def train(config: Config, report: Report | None = None, progress_bar: bool = True) -> RunSummary:
+def train(config: Config, report: Report | None = None, progress_bar: bool = True, *, group: str | None = None,
+          tracker_config: dict | None = None) -> RunSummary:
     """Train one HYPIR config; call ``report(metrics, checkpoint_dir)`` after every validation round.
 
+    ``report`` may raise ``StopTraining`` to end the run after that round (status ``stopped early at
+    step N``, or ``completed`` at the last step).
     Returns how the run ended. A NaN/inf loss ends it with status ``diverged at step N``. Weights in
     HYPIR format (the UNet's LoRA keys) are written for the best and the final validation round.
+    ``group`` and ``tracker_config`` (merged into the logged config) go to the experiment tracker,
+    e.g. a sweep's name and the trial's sampled parameters.
     """
     cfg, started = config, time.time()
     run = _Run(cfg, progress_bar)
@@ -282,7 +291,8 @@ def train(config: Config, report: Report | None = None, progress_bar: bool = Tru
         run.load_checkpoint(resume)
         logger.info("Resumed from %s at step %d", resume, run.progress.global_step)
     tracker = make_tracker(cfg.report_to, cfg.swanlab_project, cfg.name,
-                           os.path.join(run.output_dir, cfg.logging_dir), config_to_dict(cfg))
+                           os.path.join(run.output_dir, cfg.logging_dir),
+                           {**config_to_dict(cfg), **(tracker_config or {})}, group=group)
     progress, weights_paths, status = run.progress, {}, "completed"
     best = _best(progress.rounds)
     if progress.rounds and os.path.exists(os.path.join(run.output_dir, BEST_WEIGHTS)):
@@ -323,8 +333,14 @@ def train(config: Config, report: Report | None = None, progress_bar: bool = Tru
             # Checkpoint after validation so the saved history includes this step's round.
             if step % cfg.checkpointing_steps == 0:
                 last_checkpoint = run.save_checkpoint()
+            if final:
+                # Before the last report: a caller may end the process as soon as it has the result.
+                tracker.finish("success")
             if result is not None and report is not None:
                 report({**result.metrics, "step": step}, last_checkpoint)
+    except StopTraining:
+        stopped_at = progress.global_step
+        status = "completed" if stopped_at >= cfg.max_train_steps else f"stopped early at step {stopped_at}"
     except _Diverged as exc:
         status = str(exc)
         logger.warning("Training %s: a loss became NaN/inf; lower the learning rates or loss weights.", status)
@@ -333,7 +349,7 @@ def train(config: Config, report: Report | None = None, progress_bar: bool = Tru
         bar.close()
         raise
     bar.close()
-    tracker.finish("success" if status == "completed" else "crashed")
+    tracker.finish("crashed" if status.startswith("diverged") else "success")
     return RunSummary(status=status, steps=progress.global_step, rounds=list(progress.rounds), best_round=best,
                       output_dir=run.output_dir, weights=weights_paths, skipped_images=progress.skipped_images,
                       seconds=time.time() - started)

@@ -31,3 +31,15 @@ def tiny_overrides(output_dir, **extra) -> list[str]:
     base = {"output_dir": str(output_dir), "report_to": "none", "log_image_steps": 0, "log_grad_steps": 0}
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
+
+
+@pytest.fixture(scope="session")
+def quickstart_sweep(tmp_path_factory):
+    """sweeps/quickstart.yaml run once per test session through launch.py: (sweep folder, the process result)."""
+    import subprocess
+    import sys
+
+    cwd = tmp_path_factory.mktemp("quickstart")
+    run = subprocess.run([sys.executable, str(ROOT / "launch.py"), str(ROOT / "sweeps" / "quickstart.yaml"),
+                          "--no-progress"], cwd=cwd, capture_output=True, text=True, timeout=900)
+    return cwd / "sweep_results" / "quickstart", run

@@ -47,6 +47,11 @@ def test_dry_run_reports_a_broken_validation_folder(tmp_path):
     assert "missing" in result.stdout
 
 
-def test_sweep_mode_says_it_is_not_there_yet():
-    result = launch("sweeps/loss_weights.yaml")
-    assert result.returncode == 2 and "--single" in result.stderr
+def test_sweep_mode_errors_name_the_fix():
+    missing = launch("sweeps/no_such_spec.yaml")
+    assert missing.returncode == 2 and "no_such_spec.yaml' does not exist" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    overrides = launch("sweeps/quickstart.yaml", "lambda_l2=2")
+    assert overrides.returncode == 2 and "under 'overrides:'" in overrides.stderr
+    resume_single = launch("--single", "configs/tiny.yaml", "--resume")
+    assert resume_single.returncode == 2 and "resume_from_checkpoint=latest" in resume_single.stderr

@@ -1,0 +1,111 @@
+"""Sweep specs: the shipped specs load; every mistake is one sentence naming the key and the fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hypir_sweep.runner import check_gpus
+from hypir_sweep.spec import SpecError, load_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = str(ROOT / "configs" / "tiny.yaml")
+SHIPPED = sorted((ROOT / "sweeps").glob("*.yaml"))
+
+
+def write_spec(tmp_path, **fields) -> Path:
+    spec = {"name": "t", "base_config": TINY,
+            "space": {"lambda_gan": {"type": "loguniform", "low": 0.05, "high": 1.0}}, "resources": {"gpu": 0}}
+    spec.update(fields)
+    spec = {k: v for k, v in spec.items() if v is not None}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_specs_load(path):
+    spec = load_spec(path)
+    assert spec.space and spec.metric == "val/Final_Score" and spec.mode == "max"
+    assert spec.search.num_samples >= len(spec.search.points_to_evaluate)
+
+
+def test_shipped_specs_cover_the_issue_spaces():
+    names = {p.stem for p in SHIPPED}
+    assert {"loss_weights", "learning_rates", "model_t", "lora_rank", "full", "quickstart"} <= names
+    weights = {p.key for p in load_spec(ROOT / "sweeps" / "loss_weights.yaml").space}
+    assert weights == {"lambda_gan", "lambda_lpips", "lambda_l2", "lambda_l1", "lambda_ssim"}
+    model_t = load_spec(ROOT / "sweeps" / "model_t.yaml")
+    assert model_t.ties == {"coeff_t": "model_t"}
+
+
+def test_users_hand_tuned_configs_are_the_first_points():
+    spec = load_spec(ROOT / "sweeps" / "loss_weights.yaml")
+    assert spec.search.point_labels[:2] == ("sd2_finetune_5k", "sd2_finetune_5k_improved")
+    original, improved = spec.search.points_to_evaluate[:2]
+    assert original["lambda_lpips"] == 5.0 and original["lambda_ssim"] == 0.0
+    assert improved == {"lambda_gan": 0.3, "lambda_lpips": 3.0, "lambda_l2": 2.0, "lambda_l1": 2.0, "lambda_ssim": 1.0}
+
+
+def test_tie_follows_the_sampled_value(tmp_path):
+    path = write_spec(tmp_path, space={"model_t": {"type": "int", "low": 100, "high": 400, "q": 50}},
+                      ties={"coeff_t": "model_t"})
+    cfg = load_spec(path).trial_config({"model_t": 350}, str(tmp_path / "out"), "t-1")
+    assert (cfg.model_t, cfg.coeff_t) == (350, 350)
+    assert cfg.output_dir == str(tmp_path / "out") and cfg.checkpointing_steps == cfg.validation_steps
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({"spaec": {}}, "Unknown key 'spaec'"),
+    ({"space": {"lambda_gan": {"type": "lognormal", "low": 1, "high": 2}}}, "'space.lambda_gan.type'"),
+    ({"space": {"lambda_gan": {"type": "uniform", "low": 2, "high": 1}}}, "needs low < high"),
+    ({"space": {"lambda_gan": {"type": "loguniform", "low": 0.1, "high": 1, "q": 0.1}}}, "cannot quantize"),
+    ({"space": {"lambda_gann": {"type": "uniform", "low": 0, "high": 1}}}, "did you mean 'lambda_gan'"),
+    ({"space": {"lr_G": {"type": "uniform", "low": -1, "high": 1}}}, "training config refuses"),
+    ({"space": {"output_dir": {"type": "choice", "values": ["a", "b"]}}}, "the sweep sets output_dir itself"),
+    ({"space": {"lambda_gan": {"type": "uniform", "low": 0, "high": 1}}, "ties": {"coeff_t": "model_t"}},
+     "'ties.coeff_t'"),
+    ({"search": {"num_samples": 0}}, "'search.num_samples'"),
+    ({"search": {"points_to_evaluate": [{"lambda_gan": 5.0}]}}, "outside the space"),
+    ({"search": {"points_to_evaluate": ["missing.yaml"]}}, "does not exist"),
+    ({"scheduler": {"type": "pbt"}}, "'scheduler.type'"),
+    ({"resources": {"gpu": 1.5}}, "'resources.gpu'"),
+    ({"base_config": None}, "'base_config'"),
+    ({"name": "has space"}, "'name'"),
+    ({"metric": "loss/G_total"}, "'metric'"),
+])
+def test_spec_mistakes_are_one_sentence(tmp_path, fields, expected):
+    with pytest.raises(SpecError) as info:
+        load_spec(write_spec(tmp_path, **fields))
+    message = str(info.value)
+    assert expected in message and "\n" not in message and "spec.yaml" in message
+
+
+def test_gpu_request_without_gpu_is_an_error_before_anything_starts(tmp_path):
+    spec = load_spec(write_spec(tmp_path, resources={"gpu": 1}))
+    with pytest.raises(SpecError, match="resources.gpu: 0"):
+        check_gpus(spec, cluster_gpus=0)
+    check_gpus(load_spec(write_spec(tmp_path, resources={"gpu": 0})), cluster_gpus=0)
+
+
+def test_dry_run_shows_space_and_three_configs_and_trains_nothing(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "launch.py"), str(ROOT / "sweeps" / "quickstart.yaml"),
+                             "--dry-run"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "trial 1 (tiny)" in out and "trial 3 (sampled)" in out and "lambda_gan" in out
+    assert "Ready to sweep" in out
+    assert not (tmp_path / "sweep_results").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without GPUs")
+def test_sweep_on_a_machine_without_gpus_refuses_before_starting_ray(tmp_path):
+    path = write_spec(tmp_path, resources={"gpu": 1})
+    result = subprocess.run([sys.executable, str(ROOT / "launch.py"), str(path)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "resources.gpu: 0" in result.stderr
+    assert not (tmp_path / "sweep_results").exists()
