@@ -1,0 +1,292 @@
+"""What a sweep found: leaderboard, the winning config ready to train, baselines, plots, cost.
+
+Everything is read back through Ray's ``ExperimentAnalysis`` (experiment state and each trial's
+results, on local, NFS or s3:// storage) and the sweep's Optuna study, so a sweep that is still
+running or was interrupted is analysed as far as it got.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from hypir_core.config import DEGRADATION_TYPES, config_from_dict, config_to_dict
+from hypir_core.errors import HypirError
+
+SPEC_COPY = "sweep_spec.yaml"
+STATUS_ORDER = ("completed", "early-stopped", "unfinished", "diverged", "errored")
+RANK_RULE = ("Ranking: trials that ran the full budget first, then early-stopped, unfinished, diverged and errored "
+             "ones; within each group by best {metric} ({mode}).")
+
+
+class AnalysisError(HypirError):
+    """A sweep folder or baseline run cannot be read as given."""
+
+
+@dataclass
+class TrialRow:
+    """One trial as the leaderboard shows it; metrics are those of its best round."""
+
+    trial: str
+    status: str
+    rounds: int
+    best: float
+    last: float
+    best_metrics: dict[str, float]
+    params: dict[str, Any]
+    seconds: float
+    path: str
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    rank: int = 0
+
+
+@dataclass
+class Sweep:
+    """A sweep read back: its spec copy, trials ranked, and where it lives."""
+
+    path: str
+    name: str
+    metric: str
+    mode: str
+    max_rounds: int
+    param_keys: list[str]
+    spec: dict
+    rows: list[TrialRow]
+    ray_trials: int
+    ray_errors: int
+
+
+# ---- finding and reading ------------------------------------------------------------------------
+
+def newest_sweep(root: str = "sweep_results") -> str:
+    """The most recently updated sweep folder under ``root``."""
+    states = glob.glob(os.path.join(root, "*", "experiment_state-*.json"))
+    if not states:
+        raise AnalysisError(f"No sweep found under {root}/; run one with python launch.py sweeps/quickstart.yaml, "
+                            f"or pass the sweep folder: python analyze.py sweep_results/<name>.")
+    return os.path.dirname(max(states, key=os.path.getmtime))
+
+
+def _read_text(path: str) -> str | None:
+    """A small file from a local path or a storage URI (s3://, gs://), or None if it is not there."""
+    try:
+        if "://" in path:
+            import pyarrow.fs
+
+            fs, inner = pyarrow.fs.FileSystem.from_uri(path)
+            with fs.open_input_stream(inner) as handle:
+                return handle.read().decode("utf-8")
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, ValueError):
+        return None
+
+
+def _join(base: str, name: str) -> str:
+    return base.rstrip("/") + "/" + name if "://" in base else os.path.join(base, name)
+
+
+def _spec_copy(sweep_path: str) -> dict:
+    text = _read_text(_join(sweep_path, SPEC_COPY))
+    if text is None and "://" in sweep_path:  # object storage: the spec copy stays on the launching machine
+        text = _read_text(os.path.join("sweep_results", sweep_path.rstrip("/").split("/")[-1], SPEC_COPY))
+    if text is None:
+        raise AnalysisError(f"{sweep_path} holds no {SPEC_COPY}; pass a folder that launch.py created, such as "
+                            f"sweep_results/<name>.")
+    return yaml.safe_load(text)
+
+
+def _status(ray_status: str, rounds: int, max_rounds: int, summary_status: str) -> str:
+    if ray_status == "ERROR":
+        return "errored"
+    if summary_status.startswith("diverged"):
+        return "diverged"
+    if rounds >= max_rounds or summary_status == "completed":
+        return "completed"
+    if ray_status == "TERMINATED":
+        return "early-stopped"
+    return "unfinished"
+
+
+def load_sweep(sweep_path: str) -> Sweep:
+    """Read a sweep folder (finished or not) into ranked trial rows."""
+    from ray.tune import ExperimentAnalysis
+
+    if "://" not in sweep_path:
+        if not os.path.isdir(sweep_path):
+            raise AnalysisError(f"Sweep folder '{sweep_path}' does not exist; pass one under sweep_results/, or run "
+                                f"python analyze.py with no argument for the newest.")
+        sweep_path = os.path.abspath(sweep_path)  # Ray takes a relative path for a URI
+    spec = _spec_copy(sweep_path)
+    metric = spec.get("metric", "val/Final_Score")
+    mode = spec.get("mode") or ("min" if metric.endswith("LPIPS") else "max")
+    base = spec["base_resolved"]
+    max_rounds = math.ceil(base["max_train_steps"] / base["validation_steps"])
+    try:
+        analysis = ExperimentAnalysis(sweep_path, default_metric=metric, default_mode=mode)
+    except Exception as exc:  # noqa: BLE001 - Ray says why in its own words
+        raise AnalysisError(f"Ray cannot read the sweep state in {sweep_path}: {exc}") from None
+    frames = analysis.trial_dataframes
+    rows = []
+    for trial in analysis.trials:
+        frame = frames.get(trial.trial_id, pd.DataFrame())
+        scores = frame[metric].tolist() if metric in frame else []
+        summary = json.loads(_read_text(_join(trial.path, "summary.json")) or "{}")
+        rounds = len(scores)
+        if scores:
+            best_index = int(pd.Series(scores).idxmax() if mode == "max" else pd.Series(scores).idxmin())
+            best_metrics = {k: float(v) for k, v in frame.iloc[best_index].items()
+                            if isinstance(k, str) and k.startswith("val/") and _is_number(v)}
+            best, last = float(scores[best_index]), float(scores[-1])
+        else:
+            best_metrics, best, last = {}, math.nan, math.nan
+        seconds = float(frame["time_total_s"].iloc[-1]) if "time_total_s" in frame and rounds else 0.0
+        rows.append(TrialRow(
+            trial=trial.trial_id, rounds=rounds, best=best, last=last, best_metrics=best_metrics,
+            status=_status(trial.status, rounds, max_rounds, summary.get("status", "")),
+            params={k: trial.config.get(k) for k in spec.get("space", {})}, seconds=seconds, path=trial.path,
+            curve=list(zip(range(1, rounds + 1), map(float, scores)))))
+    rank(rows, mode)
+    errors = sum(1 for t in analysis.trials if t.status == "ERROR")
+    return Sweep(path=sweep_path, name=spec["name"], metric=metric, mode=mode, max_rounds=max_rounds,
+                 param_keys=list(spec.get("space", {})), spec=spec, rows=rows, ray_trials=len(analysis.trials),
+                 ray_errors=errors)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def rank(rows: list[TrialRow], mode: str) -> None:
+    """Full-budget trials ahead of early-stopped ones (a short run's score is not comparable), then by score."""
+
+    def key(row: TrialRow):
+        if not math.isfinite(row.best):
+            return STATUS_ORDER.index(row.status), 1, 0.0
+        return STATUS_ORDER.index(row.status), 0, -row.best if mode == "max" else row.best
+
+    rows.sort(key=key)
+    for index, row in enumerate(rows, start=1):
+        row.rank = index
+
+
+# ---- tables -------------------------------------------------------------------------------------
+
+def leaderboard(sweep: Sweep) -> pd.DataFrame:
+    """One row per trial: rank, trial, status, rounds, best/last score, PSNR/SSIM/LPIPS, per-type PSNR, params."""
+    records = []
+    for row in sweep.rows:
+        m = row.best_metrics
+        record = {"rank": row.rank, "trial": row.trial, "status": row.status, "rounds": row.rounds,
+                  f"best {sweep.metric}": row.best, f"last {sweep.metric}": row.last,
+                  "PSNR": m.get("val/PSNR", math.nan), "SSIM": m.get("val/SSIM", math.nan),
+                  "LPIPS": m.get("val/LPIPS", math.nan)}
+        for kind in _types(sweep):
+            record[f"{kind} PSNR"] = m.get(f"val/{kind}/PSNR", math.nan)
+        record.update(row.params)
+        record["hours"] = row.seconds / 3600
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def _types(sweep: Sweep) -> list[str]:
+    return list(sweep.spec["base_resolved"]["data_config"]["val"].get("degradation_types") or DEGRADATION_TYPES)
+
+
+def best_config(sweep: Sweep) -> tuple[dict, TrialRow, str | None]:
+    """The winner's complete training config (base + its params + ties), its row and its weights path."""
+    winner = next((r for r in sweep.rows if math.isfinite(r.best)), None)
+    if winner is None:
+        raise AnalysisError(f"No trial of sweep '{sweep.name}' has finished a validation round yet; "
+                            f"analyze again once one has.")
+    values = dict(winner.params)
+    for key, follows in (sweep.spec.get("ties") or {}).items():
+        values[key] = values[follows]
+    overrides = [f"{k}={json.dumps(v)}" for k, v in values.items()] + [f"output_dir=results/{sweep.name}-best"]
+    cfg = config_from_dict(sweep.spec["base_resolved"], source=f"sweep {sweep.name}", name=f"{sweep.name}-best",
+                           overrides=overrides)
+    weights = _join(winner.path, "HYPIR_sd2_best.pth")
+    exists = os.path.exists(weights) if "://" not in weights else True
+    return config_to_dict(cfg), winner, weights if exists else None
+
+
+def write_best_config(sweep: Sweep, path: str) -> tuple[str, TrialRow, str | None]:
+    config, winner, weights = best_config(sweep)
+    header = [f"best config of sweep '{sweep.name}' ({sweep.path})",
+              f"trial {winner.trial} ({winner.status}, {winner.rounds} rounds): best {sweep.metric} {winner.best:.4f}",
+              f"HYPIR-format weights of that trial: {weights or 'not kept (outside keep_top_k) or not written'}",
+              "train it: python launch.py --single " + os.path.basename(path)
+              + "  (max_train_steps is the sweep's budget; raise it for a full run)"]
+    with open(path, "w") as handle:
+        handle.write("".join(f"# {line}\n" for line in header))
+        yaml.safe_dump(config, handle, sort_keys=False)
+    return path, winner, weights
+
+
+def read_baseline(run_dir: str, metric: str, mode: str) -> tuple[str, dict[str, float], int]:
+    """A single run's best round (name, metrics, step) from its summary.json."""
+    path = os.path.join(run_dir, "summary.json")
+    text = _read_text(path)
+    if text is None:
+        raise AnalysisError(f"Baseline '{run_dir}' holds no summary.json; pass the output_dir of a "
+                            f"launch.py --single run, e.g. --baseline results/sd2_finetune_5k_improved.")
+    rounds = json.loads(text).get("rounds") or []
+    scored = [r for r in rounds if metric in r["metrics"]]
+    if not scored:
+        raise AnalysisError(f"Baseline '{run_dir}' has no validation round with {metric} yet; let it validate once.")
+    pick = max if mode == "max" else min
+    best = pick(scored, key=lambda r: r["metrics"][metric])
+    return os.path.basename(os.path.normpath(run_dir)), best["metrics"], int(best["metrics"].get("step", 0))
+
+
+def baseline_table(sweep: Sweep, winner: TrialRow, baselines: list[tuple[str, dict, int]]) -> pd.DataFrame:
+    """Overall and per-type metrics of the best trial beside each baseline, with deltas (best - baseline)."""
+    keys = [sweep.metric] + [k for k in ("val/PSNR", "val/SSIM", "val/LPIPS") if k != sweep.metric]
+    for kind in _types(sweep):
+        keys += [f"val/{kind}/{m}" for m in ("PSNR", "SSIM", "LPIPS")]
+    table = {"metric": [k.removeprefix("val/") for k in keys],
+             f"best trial {winner.trial}": [winner.best_metrics.get(k, math.nan) for k in keys]}
+    for name, metrics, step in baselines:
+        column = f"{name} (step {step})"
+        table[column] = [metrics.get(k, math.nan) for k in keys]
+        table[f"delta vs {name}"] = [winner.best_metrics.get(k, math.nan) - metrics.get(k, math.nan) for k in keys]
+    return pd.DataFrame(table)
+
+
+def cost(sweep: Sweep, gpus_per_trial: float) -> dict[str, float]:
+    """Device-hours spent, and hours early stopping saved against running every trial to the full budget.
+
+    A stopped trial's full-budget time is estimated from its own time per round.
+    """
+    devices = gpus_per_trial if gpus_per_trial > 0 else 1.0
+    spent = sum(r.seconds for r in sweep.rows) / 3600
+    saved = sum(r.seconds / r.rounds * (sweep.max_rounds - r.rounds) for r in sweep.rows
+                if r.status == "early-stopped" and r.rounds) / 3600
+    return {"trial_hours": spent, "device_hours": spent * devices, "saved_hours": saved * devices,
+            "device": "GPU" if gpus_per_trial > 0 else "CPU trial", "devices_per_trial": devices}
+
+
+def importances(sweep: Sweep) -> dict[str, float]:
+    """Optuna's parameter importance (its default fANOVA evaluator) over the sweep's study; {} if too few trials."""
+    import optuna
+
+    storage = (sweep.spec.get("search") or {}).get("optuna_storage")
+    if not storage:
+        local = sweep.path if "://" not in sweep.path else os.path.join("sweep_results", sweep.name)
+        db = os.path.join(local, "optuna.db")
+        if not os.path.exists(db):
+            return {}
+        storage = "sqlite:///" + os.path.abspath(db)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=sweep.name, storage=storage)
+        return dict(optuna.importance.get_param_importances(study))
+    except (RuntimeError, ValueError, KeyError):
+        return {}
