@@ -43,6 +43,7 @@ class TrialRow:
     params: dict[str, Any]
     seconds: float
     path: str
+    round_seconds: float = math.nan  # median time of its rounds after the first (steps + validation)
     curve: list[tuple[int, float]] = field(default_factory=list)
     rank: int = 0
 
@@ -132,7 +133,8 @@ def load_sweep(sweep_path: str) -> Sweep:
     try:
         analysis = ExperimentAnalysis(sweep_path, default_metric=metric, default_mode=mode)
     except Exception as exc:  # noqa: BLE001 - Ray says why in its own words
-        raise AnalysisError(f"Ray cannot read the sweep state in {sweep_path}: {exc}") from None
+        raise AnalysisError(f"Ray cannot read the sweep state in {sweep_path}: {' '.join(str(exc).split())[:300]}; "
+                            f"is it a folder launch.py wrote?") from None
     frames = analysis.trial_dataframes
     rows = []
     for trial in analysis.trials:
@@ -148,10 +150,13 @@ def load_sweep(sweep_path: str) -> Sweep:
         else:
             best_metrics, best, last = {}, math.nan, math.nan
         seconds = float(frame["time_total_s"].iloc[-1]) if "time_total_s" in frame and rounds else 0.0
+        # Rounds after the first: the first also pays model loading and the validation-set cache.
+        later = frame["time_this_iter_s"].iloc[1:].tolist() if "time_this_iter_s" in frame else []
         rows.append(TrialRow(
             trial=trial.trial_id, rounds=rounds, best=best, last=last, best_metrics=best_metrics,
             status=_status(trial.status, rounds, max_rounds, summary.get("status", "")),
             params={k: trial.config.get(k) for k in spec.get("space", {})}, seconds=seconds, path=trial.path,
+            round_seconds=float(pd.Series(later).median()) if later else math.nan,
             curve=list(zip(range(1, rounds + 1), map(float, scores)))))
     rank(rows, mode)
     errors = sum(1 for t in analysis.trials if t.status == "ERROR")
@@ -222,7 +227,7 @@ def write_best_config(sweep: Sweep, path: str) -> tuple[str, TrialRow, str | Non
     header = [f"best config of sweep '{sweep.name}' ({sweep.path})",
               f"trial {winner.trial} ({winner.status}, {winner.rounds} rounds): best {sweep.metric} {winner.best:.4f}",
               f"HYPIR-format weights of that trial: {weights or 'not kept (outside keep_top_k) or not written'}",
-              "train it: python launch.py --single " + os.path.basename(path)
+              "train it: python launch.py --single " + os.path.relpath(path)
               + "  (max_train_steps is the sweep's budget; raise it for a full run)"]
     with open(path, "w") as handle:
         handle.write("".join(f"# {line}\n" for line in header))
@@ -243,7 +248,8 @@ def read_baseline(run_dir: str, metric: str, mode: str) -> tuple[str, dict[str, 
         raise AnalysisError(f"Baseline '{run_dir}' has no validation round with {metric} yet; let it validate once.")
     pick = max if mode == "max" else min
     best = pick(scored, key=lambda r: r["metrics"][metric])
-    return os.path.basename(os.path.normpath(run_dir)), best["metrics"], int(best["metrics"].get("step", 0))
+    return os.path.basename(os.path.normpath(run_dir)), best["metrics"], int(best.get("step",
+                                                                                   best["metrics"].get("step", 0)))
 
 
 def baseline_table(sweep: Sweep, winner: TrialRow, baselines: list[tuple[str, dict, int]]) -> pd.DataFrame:
@@ -263,12 +269,15 @@ def baseline_table(sweep: Sweep, winner: TrialRow, baselines: list[tuple[str, di
 def cost(sweep: Sweep, gpus_per_trial: float) -> dict[str, float]:
     """Device-hours spent, and hours early stopping saved against running every trial to the full budget.
 
-    A stopped trial's full-budget time is estimated from its own time per round.
+    The rounds a stopped trial did not run are costed at its own median round time after the first
+    round (which also pays model loading), or the sweep's median when it ran a single round.
     """
     devices = gpus_per_trial if gpus_per_trial > 0 else 1.0
     spent = sum(r.seconds for r in sweep.rows) / 3600
-    saved = sum(r.seconds / r.rounds * (sweep.max_rounds - r.rounds) for r in sweep.rows
-                if r.status == "early-stopped" and r.rounds) / 3600
+    known = [r.round_seconds for r in sweep.rows if math.isfinite(r.round_seconds)]
+    typical = float(pd.Series(known).median()) if known else 0.0
+    saved = sum((r.round_seconds if math.isfinite(r.round_seconds) else typical) * (sweep.max_rounds - r.rounds)
+                for r in sweep.rows if r.status == "early-stopped" and r.rounds) / 3600
     return {"trial_hours": spent, "device_hours": spent * devices, "saved_hours": saved * devices,
             "device": "GPU" if gpus_per_trial > 0 else "CPU trial", "devices_per_trial": devices}
 

@@ -9,7 +9,7 @@ spec. ``dry_run(spec_path)`` checks everything and trains nothing.
 from __future__ import annotations
 
 import glob
-import json
+import math
 import os
 import shutil
 import time
@@ -22,8 +22,9 @@ from rich.table import Table
 from hypir_core.config import config_to_dict
 from hypir_core.errors import ConfigError
 from hypir_core.preflight import preflight
+from hypir_sweep.analysis import STATUS_ORDER, load_sweep
 from hypir_sweep.spec import SpecError, SweepSpec, load_spec
-from hypir_sweep.trial import SUMMARY, TRIAL_CONFIG, run_trial, trial_dirname, trial_name
+from hypir_sweep.trial import TRIAL_CONFIG, run_trial, trial_dirname, trial_name
 
 console = Console(highlight=False)
 SPEC_COPY = "sweep_spec.yaml"
@@ -140,8 +141,13 @@ def dry_run(spec_path: str) -> int:
                   f"at once, {len(s.points_to_evaluate)} warm-start points first ({', '.join(s.point_labels) or '-'})")
     console.print(f"scheduler: {sc.type}, {spec.max_rounds} validation rounds per full trial "
                   f"({spec.base.max_train_steps} steps, validation every {spec.base.validation_steps})"
-                  + (f", grace {sc.grace_period}, reduction factor {sc.reduction_factor}"
-                     if sc.type in ("asha", "hyperband") else ""))
+                  + (f", grace {sc.grace_period}, reduction factor {sc.reduction_factor}" if sc.type == "asha" else
+                     f", reduction factor {sc.reduction_factor}" if sc.type == "hyperband" else ""))
+    make_scheduler(spec)
+    if sc.type == "hyperband" and s.max_concurrent_trials < s.num_samples:
+        console.print("[yellow]hyperband compares trials of a bracket only when they run side by side; with "
+                      f"max_concurrent_trials {s.max_concurrent_trials} it stops few or none (asha does not "
+                      "need this).[/yellow]")
     console.print(f"resources per trial: {spec.resources.gpu:g} GPU, {spec.resources.cpu:g} CPU; "
                   f"metric {spec.metric} ({spec.mode}); results in {spec.sweep_dir}; tracking {spec.tracking.report_to}")
     try:
@@ -194,11 +200,17 @@ def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, 
     storage_path = spec.storage_path if spec.remote_storage else os.path.abspath(spec.storage_path)
     experiment = spec.sweep_dir if spec.remote_storage else os.path.join(storage_path, spec.name)
     exists = tune.Tuner.can_restore(experiment)
+    snapshot = spec.remote_storage or bool(glob.glob(os.path.join(experiment, "experiment_state-*.json")))
     if resume and not exists:
         raise SpecError(f"There is no sweep to resume in {experiment}; start it without --resume.")
+    if resume and not snapshot:
+        raise SpecError(f"The sweep in {experiment} stopped before its first state snapshot, so there is nothing to "
+                        f"resume; delete that folder and start it again without --resume.")
     if not resume and exists:
         raise SpecError(f"{experiment} already holds sweep '{spec.name}'; continue it with --resume, or give the "
                         f"spec another name (or delete that folder) to start over.")
+    if not resume:
+        _check_fresh_study(spec)
     if not address:
         check_gpus(spec)
     failed = [c for c in preflight(spec.base) if not c.ok]
@@ -242,8 +254,9 @@ def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, 
         started = time.time()
         results = tuner.fit()
         elapsed = time.time() - started
-        pruned = prune_weights(spec, experiment) if not spec.remote_storage else []
-        return print_outcome(spec, results, experiment, elapsed, pruned)
+        sweep = load_sweep(experiment)
+        pruned = prune_weights(spec, sweep) if not spec.remote_storage else []
+        return print_outcome(spec, sweep, results, elapsed, pruned)
     finally:
         ray.shutdown()
 
@@ -256,69 +269,56 @@ def _use_cluster_token() -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
-def _trial_best(path: str, metric: str, mode: str) -> float | None:
-    try:
-        with open(os.path.join(path, SUMMARY)) as handle:
-            rounds = json.load(handle).get("rounds", [])
-    except (OSError, ValueError):
-        return None
-    values = [r["metrics"][metric] for r in rounds if metric in r["metrics"]]
-    if not values:
-        return None
-    return max(values) if mode == "max" else min(values)
+def _check_fresh_study(spec: SweepSpec) -> None:
+    """A new sweep must not inherit an old Optuna study of the same name (TPE would learn from stale trials)."""
+    import optuna
+
+    if not spec.search.optuna_storage and not os.path.exists(os.path.join(spec.local_dir, "optuna.db")):
+        return
+    if spec.name in optuna.get_all_study_names(spec.optuna_storage):
+        raise SpecError(f"The Optuna storage {spec.optuna_storage} already holds a study named '{spec.name}'; "
+                        f"continue that sweep with --resume, or give the spec another name.")
 
 
-def prune_weights(spec: SweepSpec, experiment: str) -> list[str]:
-    """Keep HYPIR weights and Tune checkpoints of the ``keep_top_k`` best finished trials only (bounds disk)."""
-    scored = []
-    for path in sorted(glob.glob(os.path.join(experiment, "trial_*"))):
-        with_summary = os.path.join(path, SUMMARY)
-        try:
-            with open(with_summary) as handle:
-                status = json.load(handle).get("status", "running")
-        except (OSError, ValueError):
-            continue
-        best = _trial_best(path, spec.metric, spec.mode)
-        if status == "running" and not os.path.exists(os.path.join(path, WEIGHT_FILES[0])):
-            continue  # unfinished: a resume needs its checkpoint
-        scored.append((best, path))
-    finite = sorted([s for s in scored if s[0] is not None], key=lambda s: s[0], reverse=spec.mode == "max")
-    keep = {path for _, path in finite[:spec.keep_top_k]}
+def prune_weights(spec: SweepSpec, sweep) -> list[str]:
+    """Keep HYPIR weights and Tune checkpoints of the ``keep_top_k`` best ended trials only (bounds disk).
+
+    Unfinished and errored trials keep theirs: ``--resume`` continues them from their checkpoints.
+    """
+    ended = [row for row in sweep.rows if row.status in ("completed", "early-stopped", "diverged")]
+    keep = {row.path for row in [r for r in sweep.rows if math.isfinite(r.best)][:spec.keep_top_k]}
     pruned = []
-    for _, path in scored:
-        if path in keep:
+    for row in ended:
+        if row.path in keep:
             continue
         for name in WEIGHT_FILES:
-            if os.path.exists(os.path.join(path, name)):
-                os.remove(os.path.join(path, name))
-                pruned.append(path)
-        for folder in glob.glob(os.path.join(path, "checkpoint_*")):
+            if os.path.exists(os.path.join(row.path, name)):
+                os.remove(os.path.join(row.path, name))
+                pruned.append(row.path)
+        for folder in glob.glob(os.path.join(row.path, "checkpoint_*")):
             shutil.rmtree(folder, ignore_errors=True)
     return sorted(set(pruned))
 
 
-def print_outcome(spec: SweepSpec, results, experiment: str, elapsed: float, pruned: list[str]) -> int:
-    """The end of a sweep: counts, the best trial, its score, and where its config and weights are."""
-    errors = [r for r in results if r.error is not None]
-    console.print(f"Sweep '{spec.name}' finished in {elapsed / 60:.1f} min: {len(results)} trials, "
-                  f"{len(errors)} errored.")
-    try:
-        best = results.get_best_result(metric=spec.metric, mode=spec.mode, scope="all")
-    except RuntimeError:
+def print_outcome(spec: SweepSpec, sweep, results, elapsed: float, pruned: list[str]) -> int:
+    """The end of a sweep: counts, the best trial (analyze.py's ranking), its score, its config and weights."""
+    errors = sum(1 for r in results if r.error is not None)
+    counts = {status: sum(1 for r in sweep.rows if r.status == status) for status in STATUS_ORDER}
+    console.print(f"Sweep '{spec.name}' finished in {elapsed / 60:.1f} min: {len(sweep.rows)} trials ("
+                  + ", ".join(f"{n} {status}" for status, n in counts.items() if n) + ").")
+    best = next((r for r in sweep.rows if math.isfinite(r.best)), None)
+    if best is None:
         console.print("[red]No trial reported a validation round.[/red]")
         return 1
-    trial_dir = best.path
-    score = best.metrics_dataframe[spec.metric].max() if spec.mode == "max" else best.metrics_dataframe[
-        spec.metric].min()
-    console.print(f"[bold]Best trial {os.path.basename(trial_dir)}[/bold]: {spec.metric} {score:.4f} "
-                  f"({len(best.metrics_dataframe)} rounds)")
-    params = {p.key: best.config.get(p.key) for p in spec.space}
-    console.print("  params: " + ", ".join(f"{k}={_fmt(v)}" for k, v in params.items()))
-    console.print(f"  config: {os.path.join(trial_dir, TRIAL_CONFIG)}")
-    weights = os.path.join(trial_dir, WEIGHT_FILES[0])
-    console.print(f"  weights (HYPIR format): {weights}" if os.path.exists(weights) or spec.remote_storage
-                  else "  weights: none (the trial ended before a validation round)")
+    console.print(f"[bold]Best trial {best.trial}[/bold] ({best.status}, {best.rounds} rounds): {spec.metric} "
+                  f"{best.best:.4f}")
+    console.print("  params: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()))
+    console.print(f"  config: {os.path.join(best.path, TRIAL_CONFIG)}")
+    weights = os.path.join(best.path, WEIGHT_FILES[0])
+    console.print(f"  weights (HYPIR format, its best Final_Score round): {weights}"
+                  if spec.remote_storage or os.path.exists(weights) else "  weights: not kept (keep_top_k: 0)")
     if pruned:
         console.print(f"Weights kept for the top {spec.keep_top_k} trials; removed from {len(pruned)} others.")
     console.print(f"Study: optuna.load_study(study_name='{spec.name}', storage='{spec.optuna_storage}')")
+    console.print(f"Leaderboard, best config and plots: python analyze.py {spec.sweep_dir}")
     return 0 if not errors else 1

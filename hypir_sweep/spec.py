@@ -289,8 +289,9 @@ def _read_param(key: str, raw: Any, source: str, base: Config) -> Param:
         if q is not None and kind == "loguniform":
             _fail(f"'space.{key}.q' in {source}: Optuna cannot quantize a log scale; use type: uniform with q, "
                   f"or drop q.")
-        if q is not None and not _multiple(high - low, q):
-            _fail(f"'space.{key}.q' in {source} must divide high - low ({high - low:g}), got {q:g}.")
+        if q is not None and not (_multiple(low, q) and _multiple(high, q)):
+            _fail(f"'space.{key}' in {source}: low and high must be multiples of q ({q:g}), got low {low:g} and "
+                  f"high {high:g}.")
         param = Param(key, kind, low=low, high=high, q=q)
     # Every bound and choice must make a loadable training config: the trainer's own rules decide.
     probes = param.values if kind == "choice" else (param.low, param.high)
@@ -299,7 +300,8 @@ def _read_param(key: str, raw: Any, source: str, base: Config) -> Param:
             config_from_dict(config_to_dict(base), source=f"sweep spec {source}",
                              overrides=[f"{key}={_yaml_value(value)}"])
         except ConfigError as exc:
-            _fail(f"'space.{key}' in {source} allows {value!r}, which the training config refuses: {exc}")
+            hint = " Use type: int for an integer key." if "must be an integer" in str(exc) and kind != "int" else ""
+            _fail(f"'space.{key}' in {source} allows {value!r}, which the training config refuses: {exc}{hint}")
     current = _config_value(base, key)
     if isinstance(current, dict) or isinstance(current, list) and kind != "choice":
         _fail(f"'space.{key}' in {source} names a section of the training config; search one of its keys, "
@@ -385,8 +387,12 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
     base = load_config(base_path, overrides)
 
     metric = top.text("metric", default="val/Final_Score")
-    if not (metric.startswith("val/") and metric.split("/")[-1] in ("PSNR", "SSIM", "LPIPS", "Final_Score")):
-        top.bad("metric", "a validation metric such as val/Final_Score, val/PSNR or val/Blur/LPIPS", metric)
+    types = base.data_config.val.degradation_types
+    reported = {f"val/{m}" for m in ("PSNR", "SSIM", "LPIPS", "Final_Score")} | {
+        f"val/{t}/{m}" for t in types for m in ("PSNR", "SSIM", "LPIPS")}
+    if metric not in reported:
+        top.bad("metric", f"a metric validation reports: val/Final_Score, val/PSNR, val/SSIM, val/LPIPS or "
+                          f"val/<type>/PSNR|SSIM|LPIPS with a type of {', '.join(types)}", metric)
     mode = top.text("mode", default="min" if metric.endswith("LPIPS") else "max", choices=("max", "min"))
 
     space_raw = raw.get("space")
@@ -400,6 +406,11 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
     if not isinstance(ties_raw, dict) or not all(isinstance(v, str) for v in ties_raw.values()):
         _fail(f"'ties' in {source} must map a config key to the space key it follows, e.g. ties: {{coeff_t: model_t}}.")
     ties = {str(k): v for k, v in ties_raw.items()}
+    coeff_overrides = [o.partition("=")[2].strip() for o in overrides if o.partition("=")[0].strip() == "coeff_t"]
+    coeff_set = (yaml.safe_load(coeff_overrides[-1]) if coeff_overrides
+                 else read_yaml(base_path).get("coeff_t")) is not None
+    if "model_t" in keys and "coeff_t" not in keys and "coeff_t" not in ties and not coeff_set:
+        ties["coeff_t"] = "model_t"  # the base leaves coeff_t null, which means "equal to model_t"
     for key, follows in ties.items():
         if follows not in keys:
             _fail(f"'ties.{key}' in {source} follows '{follows}', which is not in space; allowed: {', '.join(keys)}.")
@@ -431,6 +442,12 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
                           grace_period=sc.number("grace_period", default=1, lo=1, integer=True),
                           reduction_factor=sc.number("reduction_factor", default=2, lo=2, integer=True),
                           min_samples_required=sc.number("min_samples_required", default=3, lo=1, integer=True))
+
+    rounds = math.ceil(base.max_train_steps / base.validation_steps)
+    if scheduler.type in ("asha", "median") and scheduler.grace_period > rounds:
+        sc.bad("grace_period", f"at most the {rounds} validation rounds of a full trial (max_train_steps "
+                               f"{base.max_train_steps} / validation_steps {base.validation_steps})",
+               scheduler.grace_period)
 
     rs = _Reader(raw.get("resources"), "resources", source, ("gpu", "cpu"))
     gpu = rs.number("gpu", default=1, lo=0)

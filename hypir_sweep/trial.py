@@ -48,7 +48,8 @@ def _finished(output_dir: str) -> bool:
             status = json.load(handle).get("status", "")
     except (OSError, ValueError):
         return False
-    return status == "completed" or status.startswith(("stopped early", "diverged"))
+    # Not "stopped early": HyperBand pauses trials that way and restarts them to train on.
+    return status == "completed" or status.startswith("diverged")
 
 
 def run_trial(params: dict, spec: SweepSpec, experiment_dir: str | None) -> None:

@@ -33,7 +33,7 @@ def summaries(sweep_dir: Path) -> dict[str, dict]:
 
 def small_spec(tmp_path, name, num_samples, **extra) -> Path:
     spec = {"name": name, "base_config": str(ROOT / "configs" / "tiny.yaml"),
-            "overrides": {"max_train_steps": 30, "validation_steps": 10, "log_image_steps": 0, "log_grad_steps": 0,
+            "overrides": {"max_train_steps": 20, "validation_steps": 10, "log_image_steps": 0, "log_grad_steps": 0,
                           "data_config.val.num_samples_per_type": 2},
             "space": {"lambda_l2": {"type": "uniform", "low": 0.5, "high": 4.0}},
             "search": {"num_samples": num_samples, "max_concurrent_trials": 2},
@@ -48,7 +48,7 @@ def small_spec(tmp_path, name, num_samples, **extra) -> Path:
 def test_quickstart_sweep(quickstart_sweep):
     sweep_dir, run = quickstart_sweep
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "Best trial trial_" in run.stdout and "HYPIR_sd2_best.pth" in run.stdout
+    assert "Best trial " in run.stdout and "HYPIR_sd2_best.pth" in run.stdout
     spec = yaml.safe_load((ROOT / "sweeps" / "quickstart.yaml").read_text())
     max_rounds = spec["overrides"]["max_train_steps"] // spec["overrides"]["validation_steps"]
 
@@ -97,7 +97,7 @@ def test_quickstart_sweep(quickstart_sweep):
 
 
 def test_resume_after_the_driver_is_killed(tmp_path):
-    spec = small_spec(tmp_path, "resumable", num_samples=4)
+    spec = small_spec(tmp_path, "resumable", num_samples=3)
     sweep_dir = tmp_path / "sweep_results" / "resumable"
     driver = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), str(spec), "--no-progress"], cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -111,14 +111,14 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     driver.wait()
     before = summaries(sweep_dir)
     finished = {t: s["finished"] for t, s in before.items() if s["status"] == "completed"}
-    assert finished and len(before) < 4
+    assert finished and len(before) < 3
 
     # The interrupted sweep can be analysed as far as it got.
     partial = subprocess.run([sys.executable, str(ROOT / "analyze.py"), str(sweep_dir)], cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)
     assert partial.returncode == 0, partial.stderr[-2000:]
     board = (sweep_dir / "analysis" / "leaderboard.csv").read_text().splitlines()
-    assert 1 <= len(board) - 1 < 4 and "completed" in "".join(board)
+    assert 1 <= len(board) - 1 <= 3 and "completed" in "".join(board)
     assert (sweep_dir / "analysis" / "best_config.yaml").exists()
 
     again = launch([str(spec)], tmp_path)
@@ -127,11 +127,11 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     resumed = launch([str(spec), "--resume"], tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     after = summaries(sweep_dir)
-    assert len(after) == 4 and all(s["status"] == "completed" for s in after.values())
+    assert len(after) == 3 and all(s["status"] == "completed" for s in after.values())
     for trial, stamp in finished.items():
         assert after[trial]["finished"] == stamp, f"{trial} ran again"
     for trial, summary in after.items():  # interrupted trials continued: no round twice
-        assert [r["metrics"]["step"] for r in summary["rounds"]] == [10, 20, 30], trial
+        assert [r["metrics"]["step"] for r in summary["rounds"]] == [10, 20], trial
 
 
 def _free_port() -> int:

@@ -18,7 +18,7 @@ SHIPPED = sorted((ROOT / "sweeps").glob("*.yaml"))
 
 
 def write_spec(tmp_path, **fields) -> Path:
-    spec = {"name": "t", "base_config": TINY,
+    spec = {"name": "t", "base_config": TINY, "overrides": {"max_train_steps": 30, "validation_steps": 10},
             "space": {"lambda_gan": {"type": "loguniform", "low": 0.05, "high": 1.0}}, "resources": {"gpu": 0}}
     spec.update(fields)
     spec = {k: v for k, v in spec.items() if v is not None}
@@ -59,6 +59,14 @@ def test_tie_follows_the_sampled_value(tmp_path):
     assert cfg.output_dir == str(tmp_path / "out") and cfg.checkpointing_steps == cfg.validation_steps
 
 
+def test_model_t_drags_coeff_t_along_when_the_base_leaves_it_null(tmp_path):
+    space = {"model_t": {"type": "int", "low": 100, "high": 400}}
+    follows = load_spec(write_spec(tmp_path, space=space, overrides={"coeff_t": None}))
+    assert follows.ties == {"coeff_t": "model_t"}
+    fixed = load_spec(write_spec(tmp_path, space=space))  # tiny.yaml sets coeff_t: 200 itself
+    assert fixed.ties == {}
+
+
 @pytest.mark.parametrize("fields, expected", [
     ({"spaec": {}}, "Unknown key 'spaec'"),
     ({"space": {"lambda_gan": {"type": "lognormal", "low": 1, "high": 2}}}, "'space.lambda_gan.type'"),
@@ -73,6 +81,11 @@ def test_tie_follows_the_sampled_value(tmp_path):
     ({"search": {"points_to_evaluate": [{"lambda_gan": 5.0}]}}, "outside the space"),
     ({"search": {"points_to_evaluate": ["missing.yaml"]}}, "does not exist"),
     ({"scheduler": {"type": "pbt"}}, "'scheduler.type'"),
+    ({"scheduler": {"grace_period": 4}}, "at most the 3 validation rounds"),
+    ({"space": {"lambda_gan": {"type": "uniform", "low": 0.25, "high": 1.25, "q": 0.5}}}, "multiples of q"),
+    ({"space": {"lora_rank": {"type": "uniform", "low": 4, "high": 8}}}, "Use type: int"),
+    ({"metric": "val/Fog/PSNR"}, "with a type of Blur"),
+    ({"metric": "val/Blur/Final_Score"}, "'metric'"),
     ({"resources": {"gpu": 1.5}}, "'resources.gpu'"),
     ({"base_config": None}, "'base_config'"),
     ({"name": "has space"}, "'name'"),
