@@ -31,7 +31,7 @@ SPEC_COPY = "sweep_spec.yaml"
 WEIGHT_FILES = ("HYPIR_sd2_best.pth", "HYPIR_sd2_final.pth")
 # Ray writes its experiment state this often (seconds), so a killed driver loses little.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
-# Every round is checkpointed on purpose (num_to_keep=1), which makes Ray warn about state snapshots.
+# Every round is checkpointed on purpose (num_to_keep=2), which makes Ray warn about state snapshots.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
@@ -243,7 +243,8 @@ def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, 
                 run_config=tune.RunConfig(
                     name=spec.name, storage_path=storage_path,
                     failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                    # Two: a killed driver's last state snapshot may name the checkpoint before the newest.
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                     # Object storage: upload a trial's folder when it ends (by then its own checkpoint
                     # copies are gone); local and NFS storage: trials write there directly.
                     sync_config=tune.SyncConfig(sync_artifacts=spec.remote_storage,
