@@ -7,17 +7,77 @@ RNG states, so a resumed run continues as the uninterrupted one would.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
 import os
 import re
 import shutil
 
 import torch
 
-from hypir_core.errors import ConfigError
+from hypir_core.errors import ConfigError, HypirError
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 LORA_FILE = "lora.pth"
 DISC_FILE = "disc_heads.pth"
+# HYPIR-format weights a run exports (the UNet's LoRA keys); each has a <name>.json naming its round.
+FINAL_WEIGHTS, BEST_WEIGHTS = "HYPIR_sd2_final.pth", "HYPIR_sd2_best.pth"
+WEIGHT_FILES = (BEST_WEIGHTS, FINAL_WEIGHTS)
+
+
+class DiskFullError(HypirError, OSError):
+    """A checkpoint or weights file could not be written because the disk (or quota) is full."""
+
+    def __init__(self, path: str):
+        super().__init__(f"disk full at {path}: free space there (earlier checkpoints are intact), then resume "
+                         f"(a sweep: launch.py SPEC --resume; a single run: resume_from_checkpoint=latest).")
+        self.path = path
+
+
+@contextlib.contextmanager
+def disk_full_error(path: str):
+    """Turn ENOSPC/EDQUOT while writing ``path`` into a DiskFullError that names it."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and not isinstance(exc, DiskFullError):
+            raise DiskFullError(path) from exc
+        raise
+
+
+@contextlib.contextmanager
+def writing(path: str):
+    """Write a checkpoint folder under a temporary name and rename it into place only when complete."""
+    partial = path + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        with disk_full_error(path):
+            os.makedirs(partial)
+            yield partial
+            shutil.rmtree(path, ignore_errors=True)
+            os.replace(partial, path)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def weights_info_path(weights_path: str) -> str:
+    return os.path.splitext(weights_path)[0] + ".json"
+
+
+def weights_step(weights_path: str) -> int | None:
+    """The step of the round whose weights ``weights_path`` holds (from its JSON), or None if unknown."""
+    try:
+        with open(weights_info_path(weights_path)) as handle:
+            return int(json.load(handle)["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_json(path: str, data: dict) -> None:
+    with open(path + ".tmp", "w") as handle:
+        json.dump(data, handle, indent=2, default=str)
+    os.replace(path + ".tmp", path)
 
 
 class TrainProgress:
@@ -65,6 +125,11 @@ def resolve_resume(resume_from_checkpoint: str | None, output_dir: str) -> str |
             f"use 'latest' or a folder such as {os.path.join(output_dir, 'checkpoints', 'checkpoint-500')}."
         )
     return resume_from_checkpoint
+
+
+def clear(output_dir: str) -> None:
+    """Remove every checkpoint under output_dir (a new attempt starts from a checkpoint it is given)."""
+    shutil.rmtree(os.path.join(output_dir, "checkpoints"), ignore_errors=True)
 
 
 def rotate(output_dir: str, keep: int | None) -> None:

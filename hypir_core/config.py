@@ -392,6 +392,9 @@ def _apply_override(raw: dict, text: str, source: str) -> str:
     return key
 
 
+LOSS_WEIGHTS = ("lambda_l2", "lambda_l1", "lambda_lpips", "lambda_ssim", "lambda_gan")
+
+
 def config_from_dict(d: dict, source: str = "<dict>", name: str = "config", overrides: Iterable[str] = ()) -> Config:
     """Validate a plain dict (as read from YAML) plus `key.sub=value` overrides into a Config."""
     if isinstance(overrides, str):
@@ -401,6 +404,9 @@ def config_from_dict(d: dict, source: str = "<dict>", name: str = "config", over
     raw = copy.deepcopy(d)
     overridden = {_apply_override(raw, text, source): str(text) for text in overrides}
     cfg = _build(Config, raw, "", _Ctx(source, overridden))
+    if not any(getattr(cfg, key) > 0 for key in LOSS_WEIGHTS):
+        _raise(f"All loss weights are 0 in {source} ({', '.join(LOSS_WEIGHTS)}), so the generator would learn "
+               f"nothing; set at least one of them above 0.")
     return replace(cfg, name=name, source=source,
                    coeff_t=cfg.model_t if cfg.coeff_t is None else cfg.coeff_t,
                    output_dir=f"results/{name}" if cfg.output_dir is None else cfg.output_dir)

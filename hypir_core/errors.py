@@ -15,3 +15,8 @@ class DataError(HypirError):
 
 class WeightsError(HypirError):
     """Model weights cannot be found or loaded."""
+
+
+# What to do when a run runs out of (GPU) memory: said by the trainer, the sweep and analyze.py.
+OOM_ADVICE = ("lower data_config.train.batch_size (raise gradient_accumulation_steps to keep the effective batch), "
+              "set gradient_checkpointing: true, or run fewer trials per GPU (a larger resources.gpu share).")

@@ -14,7 +14,7 @@ from hypir_core.errors import HypirError
 from hypir_core.preflight import preflight
 from hypir_core.reporting import JsonSummaryReporter
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)  # paths and commands stay on one line, ready to copy
 
 
 def dry_run(config_path: str, overrides: list[str]) -> int:

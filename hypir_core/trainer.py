@@ -19,9 +19,11 @@ import torch
 from tqdm.auto import tqdm
 
 from hypir_core import checkpoint as ckpt
+from hypir_core import faults
 from hypir_core.config import Config, config_to_dict
 from hypir_core.data import build_train_dataset, scan_val_set, train_collate
 from hypir_core.discriminator import Discriminator
+from hypir_core.errors import OOM_ADVICE
 from hypir_core.losses import TERMS, GeneratorLoss
 from hypir_core.metrics import QualityMetrics
 from hypir_core.models import OneStepGenerator, add_lora, load_lora_weights, load_sd2, lora_state_dict
@@ -30,7 +32,7 @@ from hypir_core.validation import Validator
 
 logger = logging.getLogger("hypir_core")
 Report = Callable[[dict, "str | None"], None]
-FINAL_WEIGHTS, BEST_WEIGHTS = "HYPIR_sd2_final.pth", "HYPIR_sd2_best.pth"
+BEST_WEIGHTS, FINAL_WEIGHTS = ckpt.BEST_WEIGHTS, ckpt.FINAL_WEIGHTS
 
 
 @dataclass
@@ -234,10 +236,13 @@ class _Run:
         return result, weights
 
     def save_checkpoint(self) -> str:
-        path = os.path.join(self.output_dir, "checkpoints", f"checkpoint-{self.progress.global_step}")
-        self.accelerator.save_state(path)
-        torch.save(lora_state_dict(self.generator.unet), os.path.join(path, ckpt.LORA_FILE))
-        torch.save(self.D.trainable_state_dict(), os.path.join(path, ckpt.DISC_FILE))
+        step = self.progress.global_step
+        path = os.path.join(self.output_dir, "checkpoints", f"checkpoint-{step}")
+        with ckpt.writing(path) as partial:  # a crash or a full disk leaves no half-written checkpoint
+            faults.fire("checkpoint", step, self.output_dir, path=partial)
+            self.accelerator.save_state(partial)
+            torch.save(lora_state_dict(self.generator.unet), os.path.join(partial, ckpt.LORA_FILE))
+            torch.save(self.D.trainable_state_dict(), os.path.join(partial, ckpt.DISC_FILE))
         ckpt.rotate(self.output_dir, self.cfg.checkpoints_total_limit)
         return path
 
@@ -250,10 +255,14 @@ class _Run:
             self.ema.shadow_params = [p.detach().clone() for p in self.lora_params]
             self.ema.optimization_step = 0
 
-    def export_weights(self, weights: dict, name: str) -> str:
+    def export_weights(self, weights: dict, name: str, round_info: dict | None = None) -> str:
+        """Write HYPIR-format weights atomically; ``round_info`` (step, metrics) goes beside them as JSON."""
         path = os.path.join(self.output_dir, name)
-        torch.save(weights, path + ".tmp")
-        os.replace(path + ".tmp", path)
+        with ckpt.disk_full_error(path):
+            torch.save(weights, path + ".tmp")
+            os.replace(path + ".tmp", path)
+            if round_info is not None:
+                ckpt.write_json(ckpt.weights_info_path(path), round_info)
         return path
 
 
@@ -277,9 +286,12 @@ def train(config: Config, report: Report | None = None, progress_bar: bool = Tru
           tracker_config: dict | None = None) -> RunSummary:
     """Train one HYPIR config; call ``report(metrics, checkpoint_dir)`` after every validation round.
 
+    ``checkpoint_dir`` is the checkpoint saved at that round's step, or None when that step saved none.
+
     ``report`` may raise ``StopTraining`` to end the run after that round (status ``stopped early at
     step N``, or ``completed`` at the last step).
-    Returns how the run ended. A NaN/inf loss ends it with status ``diverged at step N``. Weights in
+    Returns how the run ended. A NaN/inf loss ends it with status ``diverged at step N``, running out of
+    (GPU) memory with ``out of memory at step N``; a full disk raises ``DiskFullError``. Weights in
     HYPIR format (the UNet's LoRA keys) are written for the best and the final validation round.
     ``group`` and ``tracker_config`` (merged into the logged config) go to the experiment tracker,
     e.g. a sweep's name and the trial's sampled parameters.
@@ -295,14 +307,15 @@ def train(config: Config, report: Report | None = None, progress_bar: bool = Tru
                            {**config_to_dict(cfg), **(tracker_config or {})}, group=group)
     progress, weights_paths, status = run.progress, {}, "completed"
     best = _best(progress.rounds)
-    if progress.rounds and os.path.exists(os.path.join(run.output_dir, BEST_WEIGHTS)):
-        weights_paths["best"] = os.path.join(run.output_dir, BEST_WEIGHTS)
+    best_path = os.path.join(run.output_dir, BEST_WEIGHTS)
+    if best is not None and ckpt.weights_step(best_path) == best["step"]:
+        weights_paths["best"] = best_path  # else it holds a round of an interrupted attempt, after the resume point
     data = run.batches()
     bar = tqdm(total=cfg.max_train_steps, initial=progress.global_step, desc="Training", disable=not progress_bar)
-    last_checkpoint = resume
     try:
         while progress.global_step < cfg.max_train_steps:
             step = progress.global_step + 1
+            faults.fire("step", step, run.output_dir)
             micro = [run.prepare_micro_batch(next(data)) for _ in range(cfg.gradient_accumulation_steps)]
             log_grads = cfg.log_grad_steps > 0 and step % cfg.log_grad_steps == 0
             logs = run.generator_step(micro, log_grads)
@@ -321,9 +334,9 @@ def train(config: Config, report: Report | None = None, progress_bar: bool = Tru
                 tracker.log(result.metrics, step)
                 if best is None or result.metrics["val/Final_Score"] > best["metrics"]["val/Final_Score"]:
                     best = progress.rounds[-1]
-                    weights_paths["best"] = run.export_weights(weights, BEST_WEIGHTS)
+                    weights_paths["best"] = run.export_weights(weights, BEST_WEIGHTS, best)
                 if final:
-                    weights_paths["final"] = run.export_weights(weights, FINAL_WEIGHTS)
+                    weights_paths["final"] = run.export_weights(weights, FINAL_WEIGHTS, progress.rounds[-1])
                     result.write_csv(os.path.join(run.output_dir, "val_per_image.csv"))
                     tracker.log_images({f"val/{t}": g for t, g in result.grids.items()}, step,
                                        caption="LQ | restored | GT")
@@ -331,25 +344,38 @@ def train(config: Config, report: Report | None = None, progress_bar: bool = Tru
                           f"(PSNR {result.metrics['val/PSNR']:.3f}, SSIM {result.metrics['val/SSIM']:.4f}, "
                           f"LPIPS {result.metrics['val/LPIPS']:.4f})")
             # Checkpoint after validation so the saved history includes this step's round.
-            if step % cfg.checkpointing_steps == 0:
-                last_checkpoint = run.save_checkpoint()
+            saved = run.save_checkpoint() if step % cfg.checkpointing_steps == 0 else None
             if final:
                 # Before the last report: a caller may end the process as soon as it has the result.
                 tracker.finish("success")
             if result is not None and report is not None:
-                report({**result.metrics, "step": step}, last_checkpoint)
+                report({**result.metrics, "step": step}, saved)
     except StopTraining:
         stopped_at = progress.global_step
         status = "completed" if stopped_at >= cfg.max_train_steps else f"stopped early at step {stopped_at}"
     except _Diverged as exc:
         status = str(exc)
         logger.warning("Training %s: a loss became NaN/inf; lower the learning rates or loss weights.", status)
+    except torch.OutOfMemoryError:
+        status = f"out of memory at step {progress.global_step + 1}"
+        logger.warning("Training ran %s: %s", status, OOM_ADVICE)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     except BaseException:
         tracker.finish("crashed")
         bar.close()
         raise
     bar.close()
-    tracker.finish("crashed" if status.startswith("diverged") else "success")
+    tracker.finish("success" if status == "completed" or status.startswith("stopped") else "crashed")
+    if best is not None and weights_paths.get("best") is None and os.path.exists(best_path):
+        # Written by a round that an interrupted attempt ran past the resume point and this attempt did not
+        # reach again: it is not this run's best round, so it must not pass for it.
+        logger.warning("Removed %s: it held step %s of an interrupted attempt, not the best round (step %d), "
+                       "whose weights that attempt had overwritten.", best_path, ckpt.weights_step(best_path),
+                       best["step"])
+        for path in (best_path, ckpt.weights_info_path(best_path)):
+            if os.path.exists(path):
+                os.remove(path)
     return RunSummary(status=status, steps=progress.global_step, rounds=list(progress.rounds), best_round=best,
                       output_dir=run.output_dir, weights=weights_paths, skipped_images=progress.skipped_images,
                       seconds=time.time() - started)

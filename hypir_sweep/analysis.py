@@ -11,19 +11,21 @@ import glob
 import json
 import math
 import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 import yaml
 
+from hypir_core.checkpoint import BEST_WEIGHTS
 from hypir_core.config import DEGRADATION_TYPES, config_from_dict, config_to_dict
-from hypir_core.errors import HypirError
+from hypir_core.errors import OOM_ADVICE, HypirError
+from hypir_sweep.spec import SPEC_COPY, param_overrides
 
-SPEC_COPY = "sweep_spec.yaml"
-STATUS_ORDER = ("completed", "early-stopped", "unfinished", "diverged", "errored")
-RANK_RULE = ("Ranking: trials that ran the full budget first, then early-stopped, unfinished, diverged and errored "
-             "ones; within each group by best {metric} ({mode}).")
+STATUS_ORDER = ("completed", "early-stopped", "unfinished", "diverged", "out of memory", "refused", "errored")
+RANK_RULE = ("Ranking: trials that ran the full budget first, then early-stopped, unfinished, diverged, out of memory, "
+             "refused and errored ones; within each group by best {metric} ({mode}).")
 
 
 class AnalysisError(HypirError):
@@ -46,6 +48,17 @@ class TrialRow:
     round_seconds: float = math.nan  # median time of its rounds after the first (steps + validation)
     curve: list[tuple[int, float]] = field(default_factory=list)
     rank: int = 0
+    ray_status: str = ""  # Tune's: PENDING, RUNNING, PAUSED, TERMINATED, ERROR
+    note: str = ""  # how a trial that did not finish its budget ended, in its own words ("disk full at ...")
+
+    @property
+    def terminated(self) -> bool:
+        """Ended for good without an error (a resumed sweep will not run it again)."""
+        return self.ray_status == "TERMINATED"
+
+    @property
+    def finished(self) -> bool:
+        return self.ray_status in ("TERMINATED", "ERROR")
 
 
 @dataclass
@@ -105,15 +118,48 @@ def _spec_copy(sweep_path: str) -> dict:
 
 
 def _status(ray_status: str, rounds: int, max_rounds: int, summary_status: str) -> str:
+    for prefix, status in (("diverged", "diverged"), ("out of memory", "out of memory"), ("refused", "refused")):
+        if summary_status.startswith(prefix):
+            return status
     if ray_status == "ERROR":
         return "errored"
-    if summary_status.startswith("diverged"):
-        return "diverged"
     if rounds >= max_rounds or summary_status == "completed":
         return "completed"
     if ray_status == "TERMINATED":
         return "early-stopped"
     return "unfinished"
+
+
+def _results(trial_path: str) -> pd.DataFrame:
+    """Every result a trial reported, from its result.json: also those a killed driver received after its
+    last state snapshot (Ray's own reader skips a trial whose snapshot has no result yet)."""
+    text = (_read_text(_join(trial_path, "result.json")) or "").strip()
+    rows = []
+    for line in text.splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # a line cut short by a kill
+            continue
+    return pd.json_normalize(rows, sep="/") if rows else pd.DataFrame()
+
+
+def _rounds_frame(frame: pd.DataFrame | None, metric: str) -> pd.DataFrame:
+    """One row per validation round: results without the metric (a trial's ending) dropped, and a round
+    that a resumed or retried attempt reported again counted once (its newest report)."""
+    if frame is None or metric not in frame:
+        return pd.DataFrame()
+    frame = frame[frame[metric].notna()]
+    if "step" in frame:
+        frame = frame.drop_duplicates(subset="step", keep="last").sort_values("step", kind="stable")
+    return frame.reset_index(drop=True)
+
+
+def _device_seconds(summary: dict, reported: pd.DataFrame) -> float:
+    """Time the trial held its device, over every attempt (a restore rewinds Tune's time_total_s)."""
+    attempts = summary.get("attempts") or []
+    if attempts:
+        return float(sum(a.get("seconds", 0.0) for a in attempts))
+    return float(reported["time_total_s"].iloc[-1]) if "time_total_s" in reported and len(reported) else 0.0
 
 
 def load_sweep(sweep_path: str) -> Sweep:
@@ -135,12 +181,16 @@ def load_sweep(sweep_path: str) -> Sweep:
     except Exception as exc:  # noqa: BLE001 - Ray says why in its own words
         raise AnalysisError(f"Ray cannot read the sweep state in {sweep_path}: {' '.join(str(exc).split())[:300]}; "
                             f"is it a folder launch.py wrote?") from None
-    frames = analysis.trial_dataframes
     rows = []
     for trial in analysis.trials:
-        frame = frames.get(trial.trial_id, pd.DataFrame())
-        scores = frame[metric].tolist() if metric in frame else []
         summary = json.loads(_read_text(_join(trial.path, "summary.json")) or "{}")
+        reported = _rounds_frame(_results(trial.path), metric)
+        # The trial's own summary.json (rewritten atomically every round) is the record that survives a
+        # killed driver; Ray's result.json is buffered by the driver and can lose the newest rounds.
+        frame = _rounds_frame(pd.DataFrame([r["metrics"] for r in summary.get("rounds", [])]), metric)
+        if len(frame) < len(reported):
+            frame = reported
+        scores = frame[metric].tolist() if metric in frame else []
         rounds = len(scores)
         if scores:
             best_index = int(pd.Series(scores).idxmax() if mode == "max" else pd.Series(scores).idxmin())
@@ -149,12 +199,18 @@ def load_sweep(sweep_path: str) -> Sweep:
             best, last = float(scores[best_index]), float(scores[-1])
         else:
             best_metrics, best, last = {}, math.nan, math.nan
-        seconds = float(frame["time_total_s"].iloc[-1]) if "time_total_s" in frame and rounds else 0.0
+        seconds = _device_seconds(summary, reported)
         # Rounds after the first: the first also pays model loading and the validation-set cache.
-        later = frame["time_this_iter_s"].iloc[1:].tolist() if "time_this_iter_s" in frame else []
+        later = reported["time_this_iter_s"].iloc[1:].tolist() if "time_this_iter_s" in reported else []
+        status = _status(trial.status, rounds, max_rounds, summary.get("status", ""))
+        note = summary.get("status", "") if status not in ("completed", "early-stopped", "unfinished") else ""
+        if status == "out of memory":
+            note = f"{note}: {OOM_ADVICE}"
+        elif trial.status == "ERROR" and not note:
+            note = "crashed (see the trial's error.txt)"
         rows.append(TrialRow(
             trial=trial.trial_id, rounds=rounds, best=best, last=last, best_metrics=best_metrics,
-            status=_status(trial.status, rounds, max_rounds, summary.get("status", "")),
+            status=status, ray_status=trial.status, note=note,
             params={k: trial.config.get(k) for k in spec.get("space", {})}, seconds=seconds, path=trial.path,
             round_seconds=float(pd.Series(later).median()) if later else math.nan,
             curve=list(zip(range(1, rounds + 1), map(float, scores)))))
@@ -197,6 +253,7 @@ def leaderboard(sweep: Sweep) -> pd.DataFrame:
             record[f"{kind} PSNR"] = m.get(f"val/{kind}/PSNR", math.nan)
         record.update(row.params)
         record["hours"] = row.seconds / 3600
+        record["note"] = row.note
         records.append(record)
     return pd.DataFrame.from_records(records)
 
@@ -211,13 +268,10 @@ def best_config(sweep: Sweep) -> tuple[dict, TrialRow, str | None]:
     if winner is None:
         raise AnalysisError(f"No trial of sweep '{sweep.name}' has finished a validation round yet; "
                             f"analyze again once one has.")
-    values = dict(winner.params)
-    for key, follows in (sweep.spec.get("ties") or {}).items():
-        values[key] = values[follows]
-    overrides = [f"{k}={json.dumps(v)}" for k, v in values.items()] + [f"output_dir=results/{sweep.name}-best"]
+    overrides = param_overrides(winner.params, sweep.spec.get("ties") or {}) + [f"output_dir=results/{sweep.name}-best"]
     cfg = config_from_dict(sweep.spec["base_resolved"], source=f"sweep {sweep.name}", name=f"{sweep.name}-best",
                            overrides=overrides)
-    weights = _join(winner.path, "HYPIR_sd2_best.pth")
+    weights = _join(winner.path, BEST_WEIGHTS)
     exists = os.path.exists(weights) if "://" not in weights else True
     return config_to_dict(cfg), winner, weights if exists else None
 
@@ -282,17 +336,31 @@ def cost(sweep: Sweep, gpus_per_trial: float) -> dict[str, float]:
             "device": "GPU" if gpus_per_trial > 0 else "CPU trial", "devices_per_trial": devices}
 
 
+def study_storage(sweep: Sweep) -> str | None:
+    """The Optuna storage URL of a sweep's study: its database URL, the SQLite file in the sweep folder, or
+    (object storage, read from another machine) a downloaded copy of the one the sweep uploaded."""
+    storage = (sweep.spec.get("search") or {}).get("optuna_storage")
+    if storage:
+        return storage
+    local = sweep.path if "://" not in sweep.path else os.path.join("sweep_results", sweep.name)
+    db = os.path.join(local, "optuna.db")
+    if not os.path.exists(db) and "://" in sweep.path:
+        import pyarrow.fs
+
+        fs, inner = pyarrow.fs.FileSystem.from_uri(_join(sweep.path, "optuna.db"))
+        if fs.get_file_info(inner).type == pyarrow.fs.FileType.File:
+            db = os.path.join(tempfile.mkdtemp(prefix="hypir-study-"), "optuna.db")
+            pyarrow.fs.copy_files(inner, db, source_filesystem=fs)
+    return "sqlite:///" + os.path.abspath(db) if os.path.exists(db) else None
+
+
 def importances(sweep: Sweep) -> dict[str, float]:
     """Optuna's parameter importance (its default fANOVA evaluator) over the sweep's study; {} if too few trials."""
     import optuna
 
-    storage = (sweep.spec.get("search") or {}).get("optuna_storage")
-    if not storage:
-        local = sweep.path if "://" not in sweep.path else os.path.join("sweep_results", sweep.name)
-        db = os.path.join(local, "optuna.db")
-        if not os.path.exists(db):
-            return {}
-        storage = "sqlite:///" + os.path.abspath(db)
+    storage = study_storage(sweep)
+    if storage is None:
+        return {}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.load_study(study_name=sweep.name, storage=storage)

@@ -23,7 +23,8 @@ from matplotlib.colors import Normalize
 
 DPI = 110
 STATUS_COLORS = {"completed": "tab:blue", "early-stopped": "tab:gray", "diverged": "tab:red",
-                 "errored": "black", "running": "tab:orange"}
+                 "out of memory": "tab:brown", "refused": "tab:pink", "errored": "black", "unfinished": "tab:orange",
+                 "running": "tab:orange"}
 BEST_COLOR = "tab:green"
 LOG_SPAN = 20.0  # a positive axis spanning more than this factor is drawn in log scale
 

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from hypir_sweep import plots
-from hypir_sweep.analysis import (RANK_RULE, Sweep, baseline_table, cost, importances, leaderboard, load_sweep,
-                                  newest_sweep, read_baseline, write_best_config)
+from hypir_sweep.analysis import (RANK_RULE, STATUS_ORDER, Sweep, baseline_table, cost, importances, leaderboard,
+                                  load_sweep, newest_sweep, read_baseline, write_best_config)
 
 # Piped to a file or CI log, rich would wrap the leaderboard at 80 columns.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
@@ -32,8 +32,7 @@ def _fmt(value) -> str:
 def print_leaderboard(sweep: Sweep, table: pd.DataFrame, limit: int) -> None:
     counts = table["status"].value_counts().to_dict()
     title = (f"Sweep '{sweep.name}': {len(table)} trials ("
-             + ", ".join(f"{counts[s]} {s}" for s in ("completed", "early-stopped", "unfinished", "diverged",
-                                                       "errored") if s in counts) + ")")
+             + ", ".join(f"{counts[s]} {s}" for s in STATUS_ORDER if s in counts) + ")")
     shown = ["rank", "trial", "status", "rounds", f"best {sweep.metric}", f"last {sweep.metric}", "PSNR", "SSIM",
              "LPIPS"] + sweep.param_keys[:SHOWN_PARAMS]
     rich_table = Table(title=title)
@@ -46,6 +45,9 @@ def print_leaderboard(sweep: Sweep, table: pd.DataFrame, limit: int) -> None:
     console.print(rich_table)
     if len(table) > limit:
         console.print(f"({len(table) - limit} more rows in leaderboard.csv)")
+    for row in sweep.rows:
+        if row.note:
+            console.print(f"trial {row.trial} {row.status}: {row.note}")
     console.print(RANK_RULE.format(metric=sweep.metric, mode=sweep.mode))
 
 

@@ -12,6 +12,8 @@ import glob
 import math
 import os
 import shutil
+import signal
+import sys
 import time
 from typing import Any
 
@@ -19,18 +21,21 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from hypir_core.config import config_to_dict
+from hypir_core import checkpoint as ckpt
+from hypir_core import faults
 from hypir_core.errors import ConfigError
 from hypir_core.preflight import preflight
 from hypir_sweep.analysis import STATUS_ORDER, load_sweep
-from hypir_sweep.spec import SpecError, SweepSpec, load_spec
+from hypir_sweep.spec import SPEC_COPY, SpecError, SweepSpec, load_spec, spec_copy
+from hypir_sweep.resources import check_fits, check_gpus, cluster_nodes, local_node
 from hypir_sweep.trial import TRIAL_CONFIG, run_trial, trial_dirname, trial_name
 
-console = Console(highlight=False)
-SPEC_COPY = "sweep_spec.yaml"
-WEIGHT_FILES = ("HYPIR_sd2_best.pth", "HYPIR_sd2_final.pth")
+console = Console(highlight=False, soft_wrap=True)  # paths and commands stay on one line, ready to copy
 # Ray writes its experiment state this often (seconds), so a killed driver loses little.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
+# A trial that ends without finishing its budget (diverged, out of memory) says so in a last result
+# without scores; the spec's metric names are checked before the sweep starts.
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 # Every round is checkpointed on purpose (num_to_keep=2), which makes Ray warn about state snapshots.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
@@ -60,18 +65,19 @@ def optuna_distributions(spec: SweepSpec) -> dict[str, Any]:
 
 
 def make_scheduler(spec: SweepSpec):
-    """ASHA, HyperBand, median stopping or FIFO; time is counted in validation rounds."""
+    """ASHA, HyperBand, median stopping or FIFO; time is counted in the trial's validation rounds."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
+
+    from hypir_sweep.search import ROUND
 
     s = spec.scheduler
     if s.type == "asha":
-        return ASHAScheduler(time_attr="training_iteration", max_t=spec.max_rounds, grace_period=s.grace_period,
+        return ASHAScheduler(time_attr=ROUND, max_t=spec.max_rounds, grace_period=s.grace_period,
                              reduction_factor=s.reduction_factor)
     if s.type == "hyperband":
-        return HyperBandScheduler(time_attr="training_iteration", max_t=spec.max_rounds,
-                                  reduction_factor=s.reduction_factor)
+        return HyperBandScheduler(time_attr=ROUND, max_t=spec.max_rounds, reduction_factor=s.reduction_factor)
     if s.type == "median":
-        return MedianStoppingRule(time_attr="training_iteration", grace_period=s.grace_period,
+        return MedianStoppingRule(time_attr=ROUND, grace_period=s.grace_period,
                                   min_samples_required=s.min_samples_required)
     return FIFOScheduler()
 
@@ -79,46 +85,74 @@ def make_scheduler(spec: SweepSpec):
 def make_searcher(spec: SweepSpec):
     """Optuna TPE (seeded) over a study stored in the sweep folder; warm-start points run first."""
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
+
+    from hypir_sweep.search import SweepSearch
 
     os.makedirs(spec.local_dir, exist_ok=True)
     storage = optuna.storages.RDBStorage(spec.optuna_storage)
-    return OptunaSearch(metric=spec.metric, mode=spec.mode, sampler=optuna.samplers.TPESampler(seed=spec.search.seed),
-                        study_name=spec.name, storage=storage,
-                        points_to_evaluate=[dict(p) for p in spec.search.points_to_evaluate] or None)
+    return SweepSearch(metric=spec.metric, mode=spec.mode, sampler=optuna.samplers.TPESampler(seed=spec.search.seed),
+                       study_name=spec.name, storage=storage, max_rounds=spec.max_rounds,
+                       points_to_evaluate=[dict(p) for p in spec.search.points_to_evaluate] or None)
 
 
-def _trainable(spec: SweepSpec, experiment: str):
+def _trainable(spec: SweepSpec):
     from ray import tune
 
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
-    experiment_dir = None if spec.remote_storage else experiment
+    experiment_dir = None if spec.remote_storage else os.path.abspath(spec.sweep_dir)
     return tune.with_resources(tune.with_parameters(run_trial, spec=spec, experiment_dir=experiment_dir), resources)
-
-
-def check_gpus(spec: SweepSpec, cluster_gpus: float | None = None) -> None:
-    """A spec asking for GPUs where there are none is an error before anything starts."""
-    if spec.resources.gpu <= 0:
-        return
-    where = "this machine"
-    if cluster_gpus is None:
-        import torch
-
-        cluster_gpus = torch.cuda.device_count()
-    else:
-        where = "the Ray cluster"
-    if cluster_gpus < spec.resources.gpu:
-        has = f"{where} has no GPU" if cluster_gpus == 0 else f"{where} has only {cluster_gpus:g}"
-        raise SpecError(f"Sweep spec {spec.source} asks for resources.gpu: {spec.resources.gpu:g} per trial but "
-                        f"{has}; set resources.gpu: 0 to train on CPU, or join a GPU cluster with --address.")
 
 
 def _write_spec_copy(spec: SweepSpec) -> None:
     os.makedirs(spec.local_dir, exist_ok=True)
-    with open(os.path.join(spec.local_dir, SPEC_COPY), "w") as handle:
+    path = os.path.join(spec.local_dir, SPEC_COPY)
+    with open(path, "w") as handle:
         handle.write(f"# the spec this sweep ran, from {spec.source}; base config resolved below as base_resolved\n")
-        yaml.safe_dump({**spec.raw, "name": spec.name, "base_resolved": config_to_dict(spec.base)}, handle,
-                       sort_keys=False)
+        yaml.safe_dump(spec_copy(spec), handle, sort_keys=False)
+    if spec.remote_storage:
+        upload(path, spec.sweep_dir + "/" + SPEC_COPY)  # analyze.py on another machine reads it there
+
+
+def upload(local_path: str, uri: str) -> None:
+    """Copy a local file to object storage (s3://, gs://), through pyarrow as Ray does."""
+    import pyarrow.fs
+
+    fs, inner = pyarrow.fs.FileSystem.from_uri(uri)
+    pyarrow.fs.copy_files(local_path, inner, destination_filesystem=fs)
+
+
+def _share_study(spec: SweepSpec) -> None:
+    """With object storage and the default SQLite study, put a copy of the study beside the sweep."""
+    local = os.path.join(spec.local_dir, "optuna.db")
+    if spec.remote_storage and not spec.search.optuna_storage and os.path.exists(local):
+        upload(local, spec.sweep_dir + "/optuna.db")
+
+
+def _check_unchanged(spec: SweepSpec) -> None:
+    """--resume runs the spec the sweep started with: an edited spec or base config is refused, naming what changed."""
+    path = os.path.join(spec.local_dir, SPEC_COPY)
+    if not os.path.exists(path):
+        return
+    with open(path) as handle:
+        saved = yaml.safe_load(handle)
+    now = yaml.safe_load(yaml.safe_dump(spec_copy(spec), sort_keys=False))
+    changed = _differences(saved, now)
+    if changed:
+        shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
+        raise SpecError(f"{spec.source} (or its base config) changed since sweep '{spec.name}' started ({shown}); "
+                        f"--resume continues the sweep as it started: undo the change, or save the spec under "
+                        f"another name to start a new sweep.")
+
+
+def _differences(saved: Any, now: Any, prefix: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(now, dict):
+        out = []
+        for key in list(saved) + [k for k in now if k not in saved]:
+            if key == "source":
+                continue
+            out += _differences(saved.get(key), now.get(key), f"{prefix}{key}.")
+        return out
+    return [] if saved == now else [f"{prefix.rstrip('.')}: {_fmt(saved)} -> {_fmt(now)}"]
 
 
 def dry_run(spec_path: str) -> int:
@@ -150,8 +184,11 @@ def dry_run(spec_path: str) -> int:
                       "need this).[/yellow]")
     console.print(f"resources per trial: {spec.resources.gpu:g} GPU, {spec.resources.cpu:g} CPU; "
                   f"metric {spec.metric} ({spec.mode}); results in {spec.sweep_dir}; tracking {spec.tracking.report_to}")
+    for warning in spec.warnings:
+        console.print(f"[yellow]{warning}[/yellow]")
     try:
         check_gpus(spec)
+        check_fits(spec, [local_node()], None)  # a cluster joined with --address is checked when the sweep starts
         gpus_ok = True
     except SpecError as exc:
         console.print(f"[red]{exc}[/red]")
@@ -197,15 +234,22 @@ def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, 
     from ray import tune
 
     spec = load_spec(spec_path)
+    for warning in spec.warnings:
+        console.print(f"[yellow]{warning}[/yellow]")
     storage_path = spec.storage_path if spec.remote_storage else os.path.abspath(spec.storage_path)
     experiment = spec.sweep_dir if spec.remote_storage else os.path.join(storage_path, spec.name)
     exists = tune.Tuner.can_restore(experiment)
     snapshot = spec.remote_storage or bool(glob.glob(os.path.join(experiment, "experiment_state-*.json")))
-    if resume and not exists:
+    started_before = exists or os.path.exists(os.path.join(spec.local_dir, SPEC_COPY))
+    if resume and not started_before:
         raise SpecError(f"There is no sweep to resume in {experiment}; start it without --resume.")
-    if resume and not snapshot:
-        raise SpecError(f"The sweep in {experiment} stopped before its first state snapshot, so there is nothing to "
-                        f"resume; delete that folder and start it again without --resume.")
+    if resume and not (exists and snapshot):
+        # Killed before Ray saved any state: nothing ran that could be continued, so start it over.
+        console.print(f"The sweep in {experiment} stopped before its first state snapshot; starting it over.")
+        _start_over(spec, experiment)
+        resume = exists = False
+    if resume:
+        _check_unchanged(spec)
     if not resume and exists:
         raise SpecError(f"{experiment} already holds sweep '{spec.name}'; continue it with --resume, or give the "
                         f"spec another name (or delete that folder) to start over.")
@@ -213,9 +257,13 @@ def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, 
         _check_fresh_study(spec)
     if not address:
         check_gpus(spec)
+        check_fits(spec, [local_node()], None)
     failed = [c for c in preflight(spec.base) if not c.ok]
     if failed:
         raise ConfigError(f"The base config {spec.base_config} cannot train ({failed[0].name}): {failed[0].detail}")
+    # Faults injected for tests (hypir_core.faults) fire once per sweep, and may target this process.
+    os.environ.setdefault(faults.DIR_ENV, os.path.join(os.path.abspath(spec.local_dir), ".faults"))
+    os.environ[faults.DRIVER_ENV] = str(os.getpid())
 
     try:
         ray.init(address=address, include_dashboard=False, configure_logging=True, logging_level="WARNING",
@@ -224,42 +272,107 @@ def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, 
         raise SpecError(f"Cannot join the Ray cluster at {address}: {' '.join(str(exc).split())[:300]}; check the "
                         f"address ('ray status' on the head prints it) and the cluster's auth token.") from None
     try:
+        alive, autoscaled = cluster_nodes()
         if address:
-            check_gpus(spec, ray.cluster_resources().get("GPU", 0.0))
+            check_gpus(spec, sum(node.gpu for node in alive))
+        warning = check_fits(spec, alive, autoscaled)
+        if warning:
+            console.print(f"[yellow]{warning}[/yellow]")
         if not resume:
             _write_spec_copy(spec)
-        trainable = _trainable(spec, experiment)
-        if resume:
-            tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=True)
-            console.print(f"Resuming sweep '{spec.name}' from {experiment}")
-        else:
-            tuner = tune.Tuner(
-                trainable, param_space=tune_space(spec),
-                tune_config=tune.TuneConfig(
-                    metric=spec.metric, mode=spec.mode, search_alg=make_searcher(spec),
-                    scheduler=make_scheduler(spec), num_samples=spec.search.num_samples,
-                    max_concurrent_trials=spec.search.max_concurrent_trials,
-                    trial_name_creator=trial_name, trial_dirname_creator=trial_dirname),
-                run_config=tune.RunConfig(
-                    name=spec.name, storage_path=storage_path,
-                    failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                    # Two: a killed driver's last state snapshot may name the checkpoint before the newest.
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                    # Object storage: upload a trial's folder when it ends (by then its own checkpoint
-                    # copies are gone); local and NFS storage: trials write there directly.
-                    sync_config=tune.SyncConfig(sync_artifacts=spec.remote_storage,
-                                                sync_artifacts_on_checkpoint=False),
-                    verbose=1 if progress else 0))
-            console.print(f"Sweep '{spec.name}': {spec.search.num_samples} trials, {spec.scheduler.type} early "
-                          f"stopping, results in {experiment}")
+        tuner = _restored_tuner(spec, experiment) if resume else _new_tuner(spec, storage_path, progress)
         started = time.time()
-        results = tuner.fit()
+        _handle_interrupts(spec)
+        try:
+            results = tuner.fit()
+        except KeyboardInterrupt:  # before Tune had started its loop: nothing ran that needs saving
+            console.print(f"[yellow]Sweep '{spec.name}' interrupted while starting.[/yellow] Continue it with:\n"
+                          f"  {resume_command(spec_path)}")
+            return 130
         elapsed = time.time() - started
         sweep = load_sweep(experiment)
+        if any(not r.finished for r in sweep.rows) or len(sweep.rows) < spec.search.num_samples:
+            console.print(f"[yellow]Sweep '{spec.name}' interrupted; its state is saved.[/yellow] Continue it with:\n"
+                          f"  {resume_command(spec_path)}")
+            return 130
         pruned = prune_weights(spec, sweep) if not spec.remote_storage else []
         return print_outcome(spec, sweep, results, elapsed, pruned)
     finally:
         ray.shutdown()
+        _share_study(spec)
+
+
+def resume_command(spec_path: str) -> str:
+    return " ".join(["python", os.path.basename(sys.argv[0]) if sys.argv[0].endswith("launch.py") else "launch.py",
+                     spec_path, "--resume"])
+
+
+def _handle_interrupts(spec: SweepSpec) -> None:
+    """First Ctrl-C: Tune stops the trials and saves its state; a second one exits at once."""
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Tune's own would leave a second Ctrl-C to Python
+    count = [0]
+
+    def on_interrupt(signum, frame):
+        count[0] += 1
+        if count[0] > 1:
+            print(f"\nInterrupted twice: exiting without waiting; the last saved state of sweep '{spec.name}' is "
+                  f"kept (resume with --resume).", file=sys.stderr, flush=True)
+            os._exit(130)
+        tune_stop = signal.getsignal(signal.SIGUSR1)  # Tune's "stop and save" handler, once it runs
+        if not callable(tune_stop):
+            raise KeyboardInterrupt
+        print(f"\nStopping sweep '{spec.name}': saving its state (Ctrl-C again to exit at once).", file=sys.stderr,
+              flush=True)
+        tune_stop(signum, frame)
+
+    signal.signal(signal.SIGINT, on_interrupt)
+
+
+def _new_tuner(spec: SweepSpec, storage_path: str, progress: bool):
+    from ray import tune
+
+    from hypir_sweep.search import EndedTrialStopper, SchedulerState
+
+    searcher, scheduler = make_searcher(spec), make_scheduler(spec)
+    console.print(f"Sweep '{spec.name}': {spec.search.num_samples} trials, {spec.scheduler.type} early stopping, "
+                  f"results in {spec.sweep_dir}")
+    return tune.Tuner(
+        _trainable(spec), param_space=tune_space(spec),
+        tune_config=tune.TuneConfig(
+            metric=spec.metric, mode=spec.mode, search_alg=searcher, scheduler=scheduler,
+            num_samples=spec.search.num_samples, max_concurrent_trials=spec.search.max_concurrent_trials,
+            trial_name_creator=trial_name, trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(
+            name=spec.name, storage_path=storage_path,
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            # Two: a killed driver's last state snapshot may name the checkpoint before the newest.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # Saved with Tune's state, so --resume has the scheduler's rungs and stops what it had stopped.
+            callbacks=[SchedulerState(scheduler)], stop=EndedTrialStopper(searcher),
+            # Object storage: upload a trial's folder when it ends (it holds no training state);
+            # local and NFS storage: trials write there directly.
+            sync_config=tune.SyncConfig(sync_artifacts=spec.remote_storage, sync_artifacts_on_checkpoint=False),
+            verbose=1 if progress else 0))
+
+
+def _restored_tuner(spec: SweepSpec, experiment: str):
+    from ray import tune
+
+    if spec.scheduler.type in ("hyperband", "median"):
+        console.print(f"[yellow]{spec.scheduler.type} early stopping starts its statistics afresh on resume (only "
+                      f"asha keeps them).[/yellow]")
+    console.print(f"Resuming sweep '{spec.name}' from {experiment}")
+    return tune.Tuner.restore(experiment, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True)
+
+
+def _start_over(spec: SweepSpec, experiment: str) -> None:
+    """Remove what a sweep killed before its first state snapshot left: its folder and its Optuna study."""
+    import optuna
+
+    if spec.name in optuna.get_all_study_names(spec.optuna_storage):
+        optuna.delete_study(study_name=spec.name, storage=spec.optuna_storage)
+    if not spec.remote_storage:
+        shutil.rmtree(experiment, ignore_errors=True)
 
 
 def _use_cluster_token() -> None:
@@ -286,16 +399,17 @@ def prune_weights(spec: SweepSpec, sweep) -> list[str]:
 
     Unfinished and errored trials keep theirs: ``--resume`` continues them from their checkpoints.
     """
-    ended = [row for row in sweep.rows if row.status in ("completed", "early-stopped", "diverged")]
+    ended = [row for row in sweep.rows if row.terminated]
     keep = {row.path for row in [r for r in sweep.rows if math.isfinite(r.best)][:spec.keep_top_k]}
     pruned = []
     for row in ended:
         if row.path in keep:
             continue
-        for name in WEIGHT_FILES:
-            if os.path.exists(os.path.join(row.path, name)):
-                os.remove(os.path.join(row.path, name))
-                pruned.append(row.path)
+        for name in ckpt.WEIGHT_FILES:
+            for path in (os.path.join(row.path, name), ckpt.weights_info_path(os.path.join(row.path, name))):
+                if os.path.exists(path):
+                    os.remove(path)
+                    pruned.append(row.path)
         for folder in glob.glob(os.path.join(row.path, "checkpoint_*")):
             shutil.rmtree(folder, ignore_errors=True)
     return sorted(set(pruned))
@@ -315,7 +429,7 @@ def print_outcome(spec: SweepSpec, sweep, results, elapsed: float, pruned: list[
                   f"{best.best:.4f}")
     console.print("  params: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()))
     console.print(f"  config: {os.path.join(best.path, TRIAL_CONFIG)}")
-    weights = os.path.join(best.path, WEIGHT_FILES[0])
+    weights = os.path.join(best.path, ckpt.BEST_WEIGHTS)
     console.print(f"  weights (HYPIR format, its best Final_Score round): {weights}"
                   if spec.remote_storage or os.path.exists(weights) else "  weights: not kept (keep_top_k: 0)")
     if pruned:

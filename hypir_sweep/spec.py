@@ -19,13 +19,14 @@ from typing import Any, NoReturn
 
 import yaml
 
-from hypir_core.config import Config, config_from_dict, config_to_dict, load_config, read_yaml
+from hypir_core.config import LOSS_WEIGHTS, Config, config_from_dict, config_to_dict, load_config, read_yaml
 from hypir_core.config import show_value as _show
 from hypir_core.errors import ConfigError
 
 PARAM_TYPES = ("uniform", "loguniform", "int", "choice")
 SCHEDULERS = ("asha", "hyperband", "median", "fifo")
 SEARCHERS = ("optuna_tpe",)
+SPEC_COPY = "sweep_spec.yaml"  # the copy of the spec a sweep keeps in its folder (what --resume and analyze.py read)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Keys a sweep sets itself in every trial: a space must not search them.
 _TRIAL_OWNED = ("output_dir", "resume_from_checkpoint", "checkpointing_steps", "checkpoints_total_limit",
@@ -121,6 +122,7 @@ class SweepSpec:
     keep_top_k: int
     max_failures: int
     raw: dict = field(compare=False, repr=False)
+    warnings: tuple[str, ...] = ()  # what is allowed but probably not meant; printed by --dry-run and at the start
 
     @property
     def max_rounds(self) -> int:
@@ -148,10 +150,7 @@ class SweepSpec:
 
     def trial_overrides(self, params: dict[str, Any]) -> list[str]:
         """Overrides that turn the base config into one trial's config: sampled params, then ties."""
-        values = dict(params)
-        for key, source in self.ties.items():
-            values[key] = values[source]
-        return [f"{key}={_yaml_value(value)}" for key, value in values.items()]
+        return param_overrides(params, self.ties)
 
     def trial_config(self, params: dict[str, Any], output_dir: str, name: str) -> Config:
         """The complete training config of one trial, as ``launch.py --single`` would run it."""
@@ -160,6 +159,21 @@ class SweepSpec:
                  f"report_to={self.tracking.report_to}", f"swanlab_project={self.tracking.project}"]
         return config_from_dict(config_to_dict(self.base), source=f"sweep spec {self.source}", name=name,
                                 overrides=self.trial_overrides(params) + extra)
+
+
+def param_overrides(params: dict[str, Any], ties: dict[str, str]) -> list[str]:
+    """``key=value`` overrides for sampled params plus the keys tied to them (``coeff_t: model_t``)."""
+    values = dict(params)
+    for key, source in ties.items():
+        values[key] = values[source]
+    return [f"{key}={_yaml_value(value)}" for key, value in values.items()]
+
+
+def spec_copy(spec: SweepSpec) -> dict:
+    """What ``sweep_spec.yaml`` holds: the spec as written plus everything resolved from it (ties included)."""
+    return {**spec.raw, "name": spec.name, "ties": dict(spec.ties),
+            "points_resolved": [dict(p) for p in spec.search.points_to_evaluate],
+            "base_resolved": config_to_dict(spec.base)}
 
 
 def _yaml_value(value: Any) -> str:
@@ -451,8 +465,9 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
 
     rs = _Reader(raw.get("resources"), "resources", source, ("gpu", "cpu"))
     gpu = rs.number("gpu", default=1, lo=0)
-    if gpu > 1 and not gpu.is_integer():
-        rs.bad("gpu", "a fraction up to 1 or a whole number of GPUs", gpu)
+    if gpu > 1:
+        _fail(f"'resources.gpu' in {source} is {gpu:g}, but a trial's trainer runs in one process on one GPU, so the "
+              f"others would idle while counted; use gpu: 1, or a fraction such as 0.5 to share a GPU between trials.")
     resources = Resources(gpu=gpu, cpu=rs.number("cpu", default=1, lo=0, lo_open=True))
 
     tr = _Reader(raw.get("tracking"), "tracking", source, ("report_to", "project"))
@@ -465,4 +480,19 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
     return SweepSpec(name=name, source=source, base_config=str(base_path), base=base, overrides=overrides,
                      metric=metric, mode=mode, space=space, ties=ties, search=search, scheduler=scheduler,
                      resources=resources, tracking=tracking, storage_path=storage_path, keep_top_k=keep_top_k,
-                     max_failures=max_failures, raw=raw)
+                     max_failures=max_failures, raw=raw, warnings=_zero_loss_warning(space, base, source))
+
+
+def _zero_loss_warning(space: tuple[Param, ...], base: Config, source: str) -> tuple[str, ...]:
+    """A space in which every loss weight can be 0 at once would propose configs that train nothing."""
+    can_be_zero = []
+    for key in LOSS_WEIGHTS:
+        param = next((p for p in space if p.key == key), None)
+        if param is None:
+            if getattr(base, key) > 0:
+                return ()
+        elif param.type == "choice" and 0 not in param.values or param.type != "choice" and param.low > 0:
+            return ()
+        can_be_zero.append(key)
+    return (f"In {source} every loss weight ({', '.join(can_be_zero)}) can be 0 at once; such a trial trains "
+            f"nothing and ends as 'refused'. Raise a low bound above 0 or fix one weight in the base config.",)

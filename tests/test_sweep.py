@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -94,44 +92,6 @@ def test_quickstart_sweep(quickstart_sweep):
     best = max(status, key=lambda t: max(r["metrics"]["val/Final_Score"] for r in status[t]["rounds"]))
     assert best in kept
     assert not list(sweep_dir.glob("trial_*/checkpoints"))  # the trainer's copies are gone
-
-
-def test_resume_after_the_driver_is_killed(tmp_path):
-    spec = small_spec(tmp_path, "resumable", num_samples=3)
-    sweep_dir = tmp_path / "sweep_results" / "resumable"
-    driver = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), str(spec), "--no-progress"], cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline:  # kill it once the first trial has finished, mid-sweep
-        if any(s["status"] == "completed" for s in summaries(sweep_dir).values()):
-            break
-        assert driver.poll() is None, "the sweep ended before it could be interrupted"
-        time.sleep(1)
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
-    before = summaries(sweep_dir)
-    finished = {t: s["finished"] for t, s in before.items() if s["status"] == "completed"}
-    assert finished and len(before) < 3
-
-    # The interrupted sweep can be analysed as far as it got.
-    partial = subprocess.run([sys.executable, str(ROOT / "analyze.py"), str(sweep_dir)], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=300)
-    assert partial.returncode == 0, partial.stderr[-2000:]
-    board = (sweep_dir / "analysis" / "leaderboard.csv").read_text().splitlines()
-    assert 1 <= len(board) - 1 <= 3 and "completed" in "".join(board)
-    assert (sweep_dir / "analysis" / "best_config.yaml").exists()
-
-    again = launch([str(spec)], tmp_path)
-    assert again.returncode == 2 and "--resume" in again.stderr
-
-    resumed = launch([str(spec), "--resume"], tmp_path)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    after = summaries(sweep_dir)
-    assert len(after) == 3 and all(s["status"] == "completed" for s in after.values())
-    for trial, stamp in finished.items():
-        assert after[trial]["finished"] == stamp, f"{trial} ran again"
-    for trial, summary in after.items():  # interrupted trials continued: no round twice
-        assert [r["metrics"]["step"] for r in summary["rounds"]] == [10, 20], trial
 
 
 def _free_port() -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hypir_sweep.runner import check_gpus
+from hypir_sweep.resources import check_gpus
 from hypir_sweep.spec import SpecError, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,3 +122,28 @@ def test_sweep_on_a_machine_without_gpus_refuses_before_starting_ray(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "resources.gpu: 0" in result.stderr
     assert not (tmp_path / "sweep_results").exists()
+
+
+def test_best_config_of_a_model_t_sweep_ties_coeff_t_like_its_trials(tmp_path):
+    """The automatic coeff_t tie (base coeff_t null) reaches best_config.yaml through the spec copy."""
+    from hypir_sweep.analysis import Sweep, TrialRow, best_config
+    from hypir_sweep.spec import spec_copy
+
+    spec = load_spec(write_spec(tmp_path, overrides={"max_train_steps": 30, "validation_steps": 10, "coeff_t": None},
+                                space={"model_t": {"type": "int", "low": 100, "high": 400, "q": 100}}))
+    assert spec.ties == {"coeff_t": "model_t"}
+    trial_cfg = spec.trial_config({"model_t": 300}, output_dir=str(tmp_path / "t"), name="t")
+    saved = yaml.safe_load(yaml.safe_dump(spec_copy(spec)))  # as sweep_spec.yaml holds it
+    row = TrialRow(trial="abc", status="completed", rounds=3, best=1.0, last=1.0, best_metrics={},
+                   params={"model_t": 300}, seconds=1.0, path=str(tmp_path / "t"))
+    sweep = Sweep(path=str(tmp_path), name="t", metric=spec.metric, mode=spec.mode, max_rounds=3,
+                  param_keys=["model_t"], spec=saved, rows=[row], ray_trials=1, ray_errors=0)
+    config, _, _ = best_config(sweep)
+    assert config["model_t"] == config["coeff_t"] == trial_cfg.coeff_t == 300
+
+
+def test_the_launcher_imports_no_ray_before_the_cluster_token_is_set():
+    """Ray reads its auth settings when imported; launch.py must reach run_sweep with Ray not yet imported."""
+    code = "import sys, launch, hypir_sweep.runner, hypir_sweep.analysis; print('ray' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert run.stdout.strip() == "False", run.stderr[-2000:]

@@ -1,0 +1,77 @@
+"""One documented fault-injection hook, for testing faults that cannot be caused for real on demand.
+
+Set ``HYPIR_SWEEP_FAULT`` to a comma-separated list of ``<fault>:<step>``; each fault fires once,
+at the named global step, in whichever run or trial gets there first:
+
+| fault                      | fires                                         | what happens                        |
+| -------------------------- | --------------------------------------------- | ----------------------------------- |
+| ``oom``                    | at the start of that training step            | ``torch.OutOfMemoryError``          |
+| ``error``                  | at the start of that training step            | ``RuntimeError`` (a crashing trial) |
+| ``enospc``                 | writing the checkpoint of that step           | ``OSError(ENOSPC)``, as a full disk |
+| ``kill-trial``             | at the start of that step, in a sweep trial   | SIGKILL of the trial's own process  |
+| ``kill-driver``            | at the start of that step, in a sweep trial   | SIGKILL of the sweep's driver       |
+| ``kill-driver-persisting`` | as a trial hands that step's checkpoint to Tune | SIGKILL of the sweep's driver     |
+
+"Once" is recorded as a marker file in ``HYPIR_SWEEP_FAULT_DIR`` (a sweep sets it to its own
+folder, a single run uses its ``output_dir``), so a retried trial or a resumed sweep does not meet
+the same fault again. Without ``HYPIR_SWEEP_FAULT`` every call here is a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+
+ENV, DIR_ENV, DRIVER_ENV = "HYPIR_SWEEP_FAULT", "HYPIR_SWEEP_FAULT_DIR", "HYPIR_SWEEP_DRIVER_PID"
+FAULTS = ("oom", "error", "enospc", "kill-trial", "kill-driver", "kill-driver-persisting")
+_AT = {"step": ("oom", "error", "kill-trial", "kill-driver"), "checkpoint": ("enospc",),
+       "report": ("kill-driver-persisting",)}
+
+
+def planned() -> dict[str, set[int]]:
+    """The faults named in ``HYPIR_SWEEP_FAULT``: {fault: {steps}}; a malformed entry is an error."""
+    plan: dict[str, set[int]] = {}
+    for item in filter(None, (part.strip() for part in os.environ.get(ENV, "").split(","))):
+        fault, _, step = item.partition(":")
+        if fault not in FAULTS or not step.isdigit():
+            raise ValueError(f"{ENV} entry '{item}' must be <fault>:<step> with a fault of {', '.join(FAULTS)}, "
+                             f"e.g. oom:12.")
+        plan.setdefault(fault, set()).add(int(step))
+    return plan
+
+
+def _claim(fault: str, step: int, default_dir: str | None) -> bool:
+    """True the first time (fault, step) is claimed in the marker folder; False ever after."""
+    folder = os.environ.get(DIR_ENV) or default_dir or "."
+    os.makedirs(folder, exist_ok=True)
+    try:
+        os.close(os.open(os.path.join(folder, f".fault-{fault}-{step}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def fire(point: str, step: int, default_dir: str | None = None, path: str = "") -> None:
+    """Raise or kill as planned for ``point`` ("step", "checkpoint" or "report") at ``step``; else nothing.
+
+    A kill fault outside a sweep (no driver to kill, or a single run) does nothing but use up the fault.
+    """
+    if ENV not in os.environ:
+        return
+    plan = planned()
+    for fault in _AT[point]:
+        if step not in plan.get(fault, ()) or not _claim(fault, step, default_dir):
+            continue
+        if fault == "oom":
+            import torch
+
+            raise torch.OutOfMemoryError(f"CUDA out of memory (injected by {ENV} at step {step}).")
+        if fault == "error":
+            raise RuntimeError(f"injected failure at step {step} ({ENV})")
+        if fault == "enospc":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC) + f" (injected by {ENV})", path)
+        if fault == "kill-trial":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if fault.startswith("kill-driver") and os.environ.get(DRIVER_ENV):
+            os.kill(int(os.environ[DRIVER_ENV]), signal.SIGKILL)

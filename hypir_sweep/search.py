@@ -1,0 +1,176 @@
+"""What the sampler and the scheduler know about a sweep, kept true across interruptions.
+
+``SweepSearch`` is Ray's ``OptunaSearch`` with the bookkeeping a sweep needs:
+
+- each trial's per-round values are reported to Optuna by validation round;
+- a trial that ran the full budget is told COMPLETE with its best round (the value analyze.py ranks
+  by); one the scheduler stopped early is PRUNED with its per-round values (a score after two rounds
+  is not comparable with one after ten); one that diverged, ran out of memory or crashed is FAIL;
+- after ``--resume``, Optuna trials that the interrupted driver asked for but Tune's last state
+  snapshot never saw are failed (their warm-start points queued again), and results of trials the
+  study already holds as finished are not told twice.
+
+``SchedulerState`` saves the early-stopping scheduler's rungs with Tune's own experiment state, so
+ASHA goes on with the history it had. ``EndedTrialStopper`` stops a trial that the scheduler had
+stopped just before the interruption at the same round again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from ray.tune import Callback
+from ray.tune.search.optuna import OptunaSearch
+from ray.tune.stopper import Stopper
+
+logger = logging.getLogger("hypir_sweep")
+ROUND = "round"  # the time axis every scheduler and the sampler use: validation rounds of the trial
+ENDING = "trial_ending"  # see hypir_sweep.trial
+RAY_TRIAL_ATTR = "ray_trial_id"
+
+
+class SweepSearch(OptunaSearch):
+    """OptunaSearch whose study says COMPLETE, PRUNED or FAIL as the trial actually ended (see module doc)."""
+
+    def __init__(self, *args, max_rounds: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_rounds = max_rounds
+        self.values: dict[str, dict[int, float]] = {}  # Tune trial id -> {round: value}
+        self.ended_before: dict[str, int] = {}  # trials the study holds as pruned: the round they stopped at
+
+    # ---- asking ------------------------------------------------------------------------------
+    def suggest(self, trial_id: str) -> dict | None:
+        params = super().suggest(trial_id)
+        if params is not None:
+            self._ot_trials[trial_id].set_user_attr(RAY_TRIAL_ATTR, trial_id)
+        return params
+
+    # ---- telling -----------------------------------------------------------------------------
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if isinstance(self.metric, list) or self.metric not in result or ROUND not in result:
+            return
+        if trial_id in self._completed_trials or trial_id in self.ended_before:
+            return
+        value, round_number = float(result[self.metric]), int(result[ROUND])
+        self.values.setdefault(trial_id, {})[round_number] = value
+        frozen = self._frozen(trial_id)
+        # A round trained again after a resume was reported before the interruption: once is enough.
+        if math.isfinite(value) and not frozen.state.is_finished() and round_number not in frozen.intermediate_values:
+            self._ot_trials[trial_id].report(value, round_number)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        # When the scheduler stops a trial on a result, Tune hands that result only to this call.
+        self.on_trial_result(trial_id, result or {})
+        self._completed_trials.add(trial_id)
+        state, value, reason = self.outcome(trial_id, result, error)
+        frozen = self._frozen(trial_id)
+        if not frozen.state.is_finished():
+            if reason:
+                self._ot_trials[trial_id].set_user_attr("ending", reason)
+            self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
+        elif frozen.state != state or (state == _states().COMPLETE and frozen.value != value):
+            # Finished in the study already (a failure before --resume restarted it): record the
+            # new outcome as a trial of its own, so the sampler learns it; analyze.py reads the newest.
+            self._add_copy(trial_id, frozen, state, value, reason)
+
+    def outcome(self, trial_id: str, result: dict | None, error: bool) -> tuple[Any, float | None, str]:
+        """(Optuna state, value, reason) for a trial that Tune says has ended."""
+        states = _states()
+        values = {r: v for r, v in self.values.get(trial_id, {}).items()}
+        ending = (result or {}).get(ENDING) or ""
+        finite = [v for v in values.values() if math.isfinite(v)]
+        if error:
+            return states.FAIL, None, "error"
+        if ending or not finite:
+            return states.FAIL, None, ending or "no validation round"
+        if max(values) >= self.max_rounds:
+            return states.COMPLETE, (max if self.mode == "max" else min)(finite), ""
+        return states.PRUNED, None, "stopped early"
+
+    def _frozen(self, trial_id: str):
+        trial = self._ot_trials[trial_id]
+        return self._ot_study._storage.get_trial(trial._trial_id)
+
+    def _add_copy(self, trial_id: str, frozen, state, value, reason: str) -> None:
+        import optuna
+
+        values = self.values.get(trial_id, {})
+        self._ot_study.add_trial(optuna.trial.create_trial(
+            state=state, value=value if state == _states().COMPLETE else None, params=frozen.params,
+            distributions=frozen.distributions, intermediate_values={r: v for r, v in values.items()
+                                                                    if math.isfinite(v)},
+            user_attrs={**frozen.user_attrs, RAY_TRIAL_ATTR: trial_id, "supersedes": frozen.number,
+                        **({"ending": reason} if reason else {})}))
+
+    # ---- resume ------------------------------------------------------------------------------
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        self.reconcile()
+
+    def reconcile(self) -> None:
+        """Make the restored searcher agree with the study, which kept changing after the last snapshot."""
+        states = _states()
+        study = self._ot_study
+        known = {trial._trial_id for trial in self._ot_trials.values()}
+        for frozen in study.get_trials(deepcopy=False, states=(states.RUNNING,)):
+            if frozen._trial_id in known:
+                continue
+            # Asked by the interrupted driver after the snapshot: Tune will never run it.
+            study._storage.set_trial_user_attr(frozen._trial_id, "ending", "orphaned by an interrupted sweep")
+            study._storage.set_trial_state_values(frozen._trial_id, states.FAIL)
+            if "fixed_params" in frozen.system_attrs:
+                study.enqueue_trial(frozen.system_attrs["fixed_params"], skip_if_exists=False)
+        for trial_id in list(self._ot_trials):
+            frozen = self._frozen(trial_id)
+            if trial_id in self._completed_trials:
+                if frozen.state == states.FAIL and frozen.user_attrs.get("ending") == "error":
+                    self._completed_trials.discard(trial_id)  # --resume restarts errored trials: hear them again
+                continue
+            if frozen.state == states.PRUNED and frozen.intermediate_values:
+                self.ended_before[trial_id] = max(frozen.intermediate_values)
+                self.values[trial_id] = dict(frozen.intermediate_values)
+            elif frozen.state.is_finished():
+                self.values.setdefault(trial_id, {}).update(frozen.intermediate_values)
+
+
+def _states():
+    import optuna
+
+    return optuna.trial.TrialState
+
+
+class EndedTrialStopper(Stopper):
+    """Stops a trial at the round where the scheduler had stopped it before the sweep was interrupted."""
+
+    def __init__(self, search: SweepSearch):
+        self.search = search
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        stop_at = self.search.ended_before.get(trial_id)
+        return stop_at is not None and int(result.get(ROUND, 0)) >= stop_at
+
+    def stop_all(self) -> bool:
+        return False
+
+
+class SchedulerState(Callback):
+    """Saves ASHA's rungs with Tune's experiment state; restores them on ``--resume``."""
+
+    def __init__(self, scheduler):
+        self.scheduler = scheduler
+
+    def get_state(self) -> dict | None:
+        from ray.tune.schedulers import AsyncHyperBandScheduler
+
+        if isinstance(self.scheduler, AsyncHyperBandScheduler):
+            return {"asha": dict(self.scheduler.__dict__)}
+        return None
+
+    def set_state(self, state: dict) -> None:
+        if "asha" in state:
+            self.scheduler.__dict__.update(state["asha"])
+            logger.info("Early stopping resumes with its rungs: %s", self.scheduler.debug_string())

@@ -1,0 +1,228 @@
+"""Sweeps that survive interruptions: the driver killed at five moments, trials that die, Ctrl-C.
+
+Real Ray Tune, Optuna storage and training on the tiny model. Kills at moments that cannot be hit
+by timing alone go through the documented fault hook (hypir_core.faults, HYPIR_SWEEP_FAULT), which
+sends a real SIGKILL from inside the trial at a named step. The trainer is deterministic, so every
+round of every trial must carry the score an uninterrupted sweep gives the same config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from ray.tune import ExperimentAnalysis
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+L2_VALUES = (0.5, 1.5, 2.5, 3.5)  # one trial each, in this order: the same configs with or without faults
+
+
+def write_spec(tmp_path: Path, name: str, scheduler: dict, num_samples: int = 4, max_failures: int = 2,
+               steps: int = 30) -> Path:
+    spec = {"name": name, "base_config": str(ROOT / "configs" / "tiny.yaml"),
+            "overrides": {"max_train_steps": steps, "validation_steps": 10, "log_image_steps": 0,
+                          "log_grad_steps": 0, "data_config.val.num_samples_per_type": 2},
+            "space": {"lambda_l2": {"type": "uniform", "low": 0.5, "high": 4.0}},
+            "search": {"num_samples": num_samples, "max_concurrent_trials": 2,
+                       "points_to_evaluate": [{"lambda_l2": v} for v in L2_VALUES[:num_samples]]},
+            "scheduler": scheduler, "resources": {"gpu": 0, "cpu": 1}, "tracking": {"report_to": "none"},
+            "max_failures": max_failures}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def start(spec: Path, cwd: Path, *extra: str, fault: str = "") -> subprocess.Popen:
+    env = {**os.environ, "HYPIR_SWEEP_FAULT": fault} if fault else dict(os.environ)
+    env.pop("HYPIR_SWEEP_FAULT_DIR", None)
+    return subprocess.Popen([sys.executable, str(ROOT / "launch.py"), str(spec), "--no-progress", *extra], cwd=cwd,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def finish(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
+    output, _ = process.communicate(timeout=timeout)
+    return process.returncode, output
+
+
+def kill_when(process: subprocess.Popen, ready, timeout: float = 300) -> str:
+    """SIGKILL the driver as soon as ``ready()`` holds; return what it printed."""
+    deadline = time.time() + timeout
+    while not ready():
+        assert process.poll() is None, "the sweep ended before it could be killed:\n" + process.stdout.read()[-3000:]
+        assert time.time() < deadline, "the moment to kill never came"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    return finish(process)[1]
+
+
+def analyze(sweep_dir: Path, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "analyze.py"), str(sweep_dir)], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def summaries(sweep_dir: Path) -> dict[str, dict]:
+    found = {}
+    for path in sorted(sweep_dir.glob("trial_*/summary.json")):
+        try:
+            found[path.parent.name] = json.loads(path.read_text())
+        except ValueError:  # being replaced right now
+            continue
+    return found
+
+
+def scores_by_config(sweep_dir: Path) -> dict[float, dict[int, float]]:
+    """{lambda_l2: {step: Final_Score}} over the trials of a sweep."""
+    out = {}
+    for summary in summaries(sweep_dir).values():
+        l2 = summary["config"]["sweep"]["params"]["lambda_l2"]
+        out[l2] = {r["metrics"]["step"]: r["metrics"]["val/Final_Score"] for r in summary["rounds"]}
+    return out
+
+
+def test_kill_the_driver_anywhere_then_resume(tmp_path):
+    # The reference: the same four configs, uninterrupted, every one to the full budget.
+    reference_spec = write_spec(tmp_path, "reference", {"type": "fifo"})
+    code, output = finish(start(reference_spec, tmp_path))
+    assert code == 0, output[-3000:]
+    reference = scores_by_config(tmp_path / "sweep_results" / "reference")
+    assert sorted(reference) == list(L2_VALUES) and all(sorted(r) == [10, 20, 30] for r in reference.values())
+
+    spec = write_spec(tmp_path, "chain", {"type": "asha", "grace_period": 1, "reduction_factor": 2})
+    sweep_dir = tmp_path / "sweep_results" / "chain"
+    finished_at_kill: dict[str, str] = {}
+
+    def note_finished():
+        for trial, summary in summaries(sweep_dir).items():
+            if summary["status"] == "completed":
+                finished_at_kill.setdefault(trial, summary["finished"])
+
+    # 1. While Ray starts: the spec copy is written, Ray's first state snapshot may not be.
+    kill_when(start(spec, tmp_path), lambda: (sweep_dir / "sweep_spec.yaml").exists())
+    # 2. As the first trials start.
+    kill_when(start(spec, tmp_path, "--resume"), lambda: any(sweep_dir.glob("trial_*/config.yaml")))
+    # 3-5. Mid-round, while a trial hands a checkpoint to Tune, and in a trial's last round: the
+    # fault hook kills the driver from inside the trial at exactly that step.
+    for fault in ("kill-driver:15", "kill-driver-persisting:20", "kill-driver:30"):
+        code, output = finish(start(spec, tmp_path, "--resume", fault=fault))
+        assert code == -signal.SIGKILL, f"{fault} never fired: {output[-3000:]}"
+        note_finished()
+        if fault == "kill-driver-persisting:20":
+            # A killed sweep is analysed as far as it got, and a plain start does not overwrite it.
+            partial = analyze(sweep_dir, tmp_path)
+            assert partial.returncode == 0, partial.stderr[-2000:]
+            assert (sweep_dir / "analysis" / "best_config.yaml").exists()
+            code, output = finish(start(spec, tmp_path))
+            assert code == 2 and "--resume" in output
+            # An edited spec does not silently change the sweep being resumed.
+            original = spec.read_text()
+            edited = yaml.safe_load(original)
+            edited["search"]["num_samples"] = 6
+            spec.write_text(yaml.safe_dump(edited))
+            code, output = finish(start(spec, tmp_path, "--resume"))
+            assert code == 2 and "search.num_samples: 4 -> 6" in output, output[-2000:]
+            spec.write_text(original)
+    # The last resume runs to the end; two trials die on the way and are retried from their last round.
+    code, output = finish(start(spec, tmp_path, "--resume", fault="error:12,kill-trial:25"))
+    assert code == 0, output[-4000:]
+    assert "Best trial" in output
+
+    # Every trial ended TERMINATED (the retried ones too), none errored.
+    analysis = ExperimentAnalysis(str(sweep_dir))
+    assert len(analysis.trials) == 4
+    assert {t.status for t in analysis.trials} == {"TERMINATED"}
+
+    after = summaries(sweep_dir)
+    fired = sorted(p.name for p in (sweep_dir / ".faults").iterdir())
+    assert fired == [".fault-error-12", ".fault-kill-driver-15", ".fault-kill-driver-30",
+                     ".fault-kill-driver-persisting-20", ".fault-kill-trial-25"]
+    scores = scores_by_config(sweep_dir)
+    assert sorted(scores) == list(L2_VALUES)
+    for l2, rounds in scores.items():
+        steps = list(rounds)
+        # No round lost or reported twice: steps 10, 20, ... in order, as far as the trial ran.
+        assert steps == [10, 20, 30][:len(steps)], (l2, steps)
+        for step, score in rounds.items():
+            # The same score as the uninterrupted sweep (within float noise of a resumed optimizer).
+            assert score == pytest.approx(reference[l2][step], abs=1e-4), (l2, step)
+    for trial, stamp in finished_at_kill.items():
+        assert after[trial]["finished"] == stamp, f"{trial} finished before a kill and was trained again"
+        assert all(a.get("replayed") for a in after[trial]["attempts"][1:]), trial
+
+    # The study says what happened: completed trials COMPLETE with their best round, stopped ones
+    # PRUNED, nothing left RUNNING; orphans of the kills FAIL.
+    study = optuna.load_study(study_name="chain", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    newest = {}
+    for frozen in study.trials:
+        if "ray_trial_id" in frozen.user_attrs and frozen.state != optuna.trial.TrialState.FAIL:
+            newest[frozen.user_attrs["ray_trial_id"]] = frozen
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    for trial, summary in after.items():
+        frozen = newest[trial[len("trial_"):]]
+        steps = [r["metrics"]["step"] for r in summary["rounds"]]
+        assert sorted(frozen.intermediate_values) == list(range(1, len(steps) + 1))
+        if summary["status"] == "completed":
+            assert frozen.state == optuna.trial.TrialState.COMPLETE
+            assert frozen.value == pytest.approx(max(r["metrics"]["val/Final_Score"] for r in summary["rounds"]))
+        else:
+            assert frozen.state == optuna.trial.TrialState.PRUNED
+
+    # The leaderboard counts each round once and every attempt's time.
+    board = analyze(sweep_dir, tmp_path)
+    assert board.returncode == 0, board.stderr[-3000:]
+    import pandas as pd
+
+    table = pd.read_csv(sweep_dir / "analysis" / "leaderboard.csv", dtype={"trial": str})
+    for _, row in table.iterrows():
+        summary = after[f"trial_{row['trial']}"]
+        assert row["rounds"] == len(summary["rounds"])
+        assert row["hours"] * 3600 == pytest.approx(sum(a["seconds"] for a in summary["attempts"]), abs=0.5)
+
+
+def test_ctrl_c_stops_cleanly_and_a_second_exits_at_once(tmp_path):
+    spec = write_spec(tmp_path, "interrupted", {"type": "fifo"}, num_samples=2)
+    sweep_dir = tmp_path / "sweep_results" / "interrupted"
+
+    def first_round():
+        return any(s["rounds"] for s in summaries(sweep_dir).values())
+
+    # Twice: the second Ctrl-C ends the driver at once, without waiting for the trials.
+    process = start(spec, tmp_path)
+    deadline = time.time() + 300
+    while not first_round():
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    interrupted_at = time.time()
+    process.send_signal(signal.SIGINT)
+    code, output = finish(process, timeout=60)
+    assert code == 130 and "Interrupted twice" in output, output[-3000:]
+    assert time.time() - interrupted_at < 20
+
+    # Once: the sweep stops its trials, saves its state and prints the command that resumes it.
+    process = start(spec, tmp_path, "--resume")
+    before = max(len(s["rounds"]) for s in summaries(sweep_dir).values())
+    deadline = time.time() + 300
+    while max(len(s["rounds"]) for s in summaries(sweep_dir).values()) <= before:
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    code, output = finish(process, timeout=300)
+    assert code == 130, output[-3000:]
+    assert f"{spec} --resume" in output
+
+    code, output = finish(start(spec, tmp_path, "--resume"))
+    assert code == 0, output[-3000:]
+    done = summaries(sweep_dir)
+    assert len(done) == 2 and all(s["status"] == "completed" for s in done.values())
+    assert all([r["metrics"]["step"] for r in s["rounds"]] == [10, 20, 30] for s in done.values())

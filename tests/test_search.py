@@ -1,0 +1,121 @@
+"""What the sampler and the scheduler are told: real Optuna storage and Ray's own scheduler, no training."""
+
+from __future__ import annotations
+
+import pickle
+
+import optuna
+from ray import tune
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+from hypir_sweep.search import ENDING, EndedTrialStopper, SchedulerState, SweepSearch
+
+States = optuna.trial.TrialState
+METRIC = "val/Final_Score"
+
+
+def searcher(storage, name="s", **extra) -> SweepSearch:
+    search = SweepSearch(metric=METRIC, mode="max", sampler=optuna.samplers.TPESampler(seed=0), study_name=name,
+                         storage=storage, max_rounds=3, **extra)
+    search.set_search_properties(METRIC, "max", {"lambda_l2": tune.uniform(0.5, 4.0)})
+    return search
+
+
+def report(search, trial_id, scores, complete=True, **ending):
+    for round_number, score in enumerate(scores, start=1):
+        search.on_trial_result(trial_id, {METRIC: score, "round": round_number})
+    if complete:
+        search.on_trial_complete(trial_id, result=ending or None)
+
+
+def test_the_study_says_how_each_trial_ended(tmp_path):
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+    search = searcher(storage)
+    for trial_id in "abcd":
+        search.suggest(trial_id)
+    report(search, "a", [20.0, 22.0, 21.5])                     # full budget
+    report(search, "b", [19.0])                                 # stopped by the scheduler
+    report(search, "c", [19.5, 20.0], **{ENDING: "diverged at step 25"})
+    search.on_trial_complete("d", error=True)
+    study = optuna.load_study(study_name="s", storage=storage)
+    by_id = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
+    # Complete with the best round (what the leaderboard ranks by), not the last one.
+    assert by_id["a"].state == States.COMPLETE and by_id["a"].value == 22.0
+    assert by_id["a"].intermediate_values == {1: 20.0, 2: 22.0, 3: 21.5}
+    assert by_id["b"].state == States.PRUNED and by_id["b"].intermediate_values == {1: 19.0}
+    assert by_id["c"].state == States.FAIL and by_id["c"].user_attrs["ending"] == "diverged at step 25"
+    assert by_id["d"].state == States.FAIL
+
+
+def test_a_resumed_searcher_agrees_with_the_study(tmp_path):
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+    search = searcher(storage, points_to_evaluate=[{"lambda_l2": 2.0}])
+    search.suggest("a")  # the warm start
+    search.suggest("b")
+    report(search, "a", [20.0], complete=False)
+    snapshot = tmp_path / "searcher.pkl"
+    search.save(str(snapshot))  # Tune's state snapshot, then the driver goes on and dies:
+    report(search, "a", [20.0, 21.0], complete=False)
+    search.on_trial_complete("a", result={METRIC: 21.0, "round": 2})  # the scheduler stopped it at round 2
+    search.suggest("c")  # asked, never seen by the snapshot
+    orphan = optuna.load_study(study_name="s", storage=storage).trials[-1].number
+
+    resumed = searcher(storage)
+    resumed.restore(str(snapshot))
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert study.trials[orphan].state == States.FAIL
+    # "a" trains again from its checkpoint: its rounds are not told twice, and it stops where it stopped.
+    stopper = EndedTrialStopper(resumed)
+    assert not stopper("a", {"round": 1}) and stopper("a", {"round": 2})
+    report(resumed, "a", [20.0, 21.0])
+    report(resumed, "b", [18.0, 18.5, 19.0])
+    study = optuna.load_study(study_name="s", storage=storage)
+    states = [t.state for t in study.trials]
+    assert states.count(States.RUNNING) == 0
+    by_id = {t.user_attrs.get("ray_trial_id"): t for t in study.trials if t.state != States.FAIL}
+    assert by_id["a"].state == States.PRUNED and by_id["a"].intermediate_values == {1: 20.0, 2: 21.0}
+    assert by_id["b"].state == States.COMPLETE and by_id["b"].value == 19.0
+
+
+def test_a_failed_trial_that_a_resume_completes_is_told_again(tmp_path):
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+    search = searcher(storage)
+    search.suggest("a")
+    report(search, "a", [20.0], complete=False)
+    search.on_trial_complete("a", error=True)
+    snapshot = tmp_path / "searcher.pkl"
+    search.save(str(snapshot))
+    resumed = searcher(storage)
+    resumed.restore(str(snapshot))  # --resume restarts errored trials
+    report(resumed, "a", [20.0, 21.0, 23.0])
+    told = [t for t in optuna.load_study(study_name="s", storage=storage).trials
+            if t.user_attrs.get("ray_trial_id") == "a"]
+    assert [t.state for t in told] == [States.FAIL, States.COMPLETE] and told[-1].value == 23.0
+
+
+def test_asha_keeps_its_rungs_across_a_resume():
+    def trial(trial_id):
+        return Trial("run_trial", trial_id=trial_id, stub=True)
+
+    def asha():
+        scheduler = ASHAScheduler(time_attr="round", metric=METRIC, mode="max", max_t=4, grace_period=1,
+                                  reduction_factor=2)
+        return scheduler
+
+    before = asha()
+    for trial_id, score in (("a", 25.0), ("b", 24.0), ("c", 26.0)):
+        before.on_trial_add(None, trial(trial_id))
+        before.on_trial_result(None, trial(trial_id), {"round": 1, METRIC: score})
+    state = pickle.loads(pickle.dumps(SchedulerState(before).get_state()))
+
+    after = asha()
+    SchedulerState(after).set_state(state)
+    late = trial("d")
+    after.on_trial_add(None, late)
+    # The restored rungs hold a, b, c: a weak newcomer is stopped at the first rung. A scheduler that
+    # had forgotten them would let it go on (it would be the first result at that rung).
+    assert after.on_trial_result(None, late, {"round": 1, METRIC: 20.0}) == TrialScheduler.STOP
+    fresh = asha()
+    fresh.on_trial_add(None, trial("d"))
+    assert fresh.on_trial_result(None, trial("d"), {"round": 1, METRIC: 20.0}) == TrialScheduler.CONTINUE
