@@ -77,9 +77,9 @@ class _Run:
         self.init_discriminator()
         self.init_optimizers()
         self.loss_fn = GeneratorLoss.from_config(cfg, device=self.device)
+        # The generator autocasts its UNet itself (unet_autocast), so validation needs no outer autocast.
         self.validator = Validator(cfg.data_config.val, self.generator,
-                                   QualityMetrics(self.device, cfg.lpips_weights), self.device,
-                                   autocast=self.accelerator.autocast, pairs=val_pairs)
+                                   QualityMetrics(self.device, cfg.lpips_weights), self.device, pairs=val_pairs)
         self.progress = ckpt.TrainProgress()
         self.progress.posterior_rng.manual_seed(cfg.seed)
         self.accelerator.register_for_checkpointing(self.progress)
@@ -98,6 +98,7 @@ class _Run:
             load_lora_weights(parts.unet, cfg.init_lora_from)
         coeff_t = cfg.coeff_t if cfg.coeff_t is not None else cfg.model_t
         self.generator = OneStepGenerator(parts, cfg.model_t, coeff_t)
+        self.generator.unet_autocast = self.accelerator.autocast
         self.lora_names = [n for n, p in parts.unet.named_parameters() if p.requires_grad]
         self.ema = None
         if cfg.use_ema:
@@ -156,9 +157,8 @@ class _Run:
         sums: dict[str, float] = {}
         accum = len(micro_batches)
         for index, batch in enumerate(micro_batches):
-            with self.accelerator.autocast():
-                pred = self.generator(batch["z_lq"], batch["text"])
-                terms = self.loss_fn(pred, batch["gt"], self.D)
+            pred = self.generator(batch["z_lq"], batch["text"])
+            terms = self.loss_fn(pred, batch["gt"], self.D, disc_autocast=self.accelerator.autocast)
             total = sum(terms.values())
             if not torch.isfinite(total):
                 raise _Diverged(self.progress.global_step + 1)
@@ -196,11 +196,11 @@ class _Run:
         sums = {"loss/D": 0.0, "loss/D_logits_real": 0.0, "loss/D_logits_fake": 0.0}
         accum = len(micro_batches)
         for batch in micro_batches:
-            with torch.no_grad(), self.accelerator.autocast():
+            with torch.no_grad():
                 fake = self.generator(batch["z_lq"], batch["text"])
             with self.accelerator.autocast():
                 loss_real, real_logits = self.D.loss(batch["gt"], real=True)
-                loss_fake, fake_logits = self.D.loss(fake.detach(), real=False)
+                loss_fake, fake_logits = self.D.loss(fake, real=False)
             loss = loss_real + loss_fake
             if not torch.isfinite(loss):
                 raise _Diverged(self.progress.global_step + 1)
