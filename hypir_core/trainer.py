@@ -22,6 +22,7 @@ from hypir_core import checkpoint as ckpt
 from hypir_core.config import Config, config_to_dict
 from hypir_core.data import build_train_dataset, scan_val_set, train_collate
 from hypir_core.discriminator import Discriminator
+from hypir_core.errors import WeightsError
 from hypir_core.losses import TERMS, GeneratorLoss
 from hypir_core.metrics import QualityMetrics
 from hypir_core.models import OneStepGenerator, add_lora, load_lora_weights, load_sd2, lora_state_dict
@@ -242,9 +243,13 @@ class _Run:
         return path
 
     def load_checkpoint(self, path: str) -> None:
+        heads = torch.load(os.path.join(path, ckpt.DISC_FILE), weights_only=True)
+        if set(heads) != set(self.D.trainable_state_dict()):  # checked first: load_state would fail obscurely
+            raise WeightsError(f"The discriminator heads in checkpoint '{path}' do not fit this run's (written by an "
+                               "older hypir-sweep, or for another disc_backbone); start the run afresh.")
         self.accelerator.load_state(path)
         load_lora_weights(self.generator.unet, os.path.join(path, ckpt.LORA_FILE))
-        self.D.load_state_dict(torch.load(os.path.join(path, ckpt.DISC_FILE), weights_only=True), strict=False)
+        self.D.load_state_dict(heads, strict=False)
         if self.ema is not None and not self.cfg.resume_ema:
             # resume_ema: false restarts the average from the resumed weights, as HYPIR does.
             self.ema.shadow_params = [p.detach().clone() for p in self.lora_params]

@@ -6,17 +6,153 @@ closed form, a re-derivation) or, where vision-aided-loss is installed, against 
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import ROOT
+from torch import nn
 
 from hypir_core.config import load_config
+from hypir_core.discriminator import BlurPool, Discriminator, MultiLevelHeads, _ConvNextFeatures
 from hypir_core.losses import GeneratorLoss
 from hypir_core.models import OneStepGenerator, add_lora, load_sd2
 
 TINY = ROOT / "configs" / "tiny.yaml"
+
+
+# ---- discriminator heads and loss (reference: model/D.py; vision_aided_loss blurpool.py, cv_losses.py) ----
+
+def _blur_by_hand(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Each output pixel: the zero-padded input's 4x4 window weighted by [1,3,3,1] x [1,3,3,1] / 64."""
+    taps = [1.0, 3.0, 3.0, 1.0]
+    padded = F.pad(x.double(), [pad] * 4)
+    height, width = padded.shape[-2] - 3, padded.shape[-1] - 3
+    out = torch.zeros(*x.shape[:2], height, width, dtype=torch.float64)
+    for a in range(4):
+        for b in range(4):
+            out += taps[a] * taps[b] / 64 * padded[..., a:a + height, b:b + width]
+    return out
+
+
+@pytest.mark.parametrize("pad_off", [0, 1])
+def test_blurpool_is_the_binomial_blur_with_zero_padding(pad_off):
+    x = torch.randn(2, 3, 11, 9)
+    out = BlurPool(3, pad_off=pad_off)(x)
+    assert out.shape[-2:] == ((10, 8) if pad_off == 0 else (12, 10))
+    assert torch.allclose(out.double(), _blur_by_hand(x, 1 + pad_off), atol=1e-6)
+
+
+def _normalized(module: nn.Module) -> torch.Tensor:
+    """A spectral-norm layer's weight in eval mode: weight_orig / (u^T W v), from its stored u and v."""
+    w = module.weight_orig.detach().double()
+    sigma = module.weight_u.double() @ w.reshape(w.shape[0], -1) @ module.weight_v.double()
+    return w / sigma
+
+
+def test_map_head_is_blur_conv3s2_lrelu_blur_conv1s2():
+    torch.manual_seed(0)
+    heads = MultiLevelHeads([8], pooled_dim=6, width=5).eval()
+    feat, pooled = torch.randn(2, 8, 16, 16), torch.randn(2, 6)
+    maps, logit = heads([feat, pooled])
+    conv3, conv1 = heads.decoder[0][1], heads.decoder[0][4]
+    hidden = F.conv2d(_blur_by_hand(feat, 2), _normalized(conv3), conv3.bias.double(), stride=2)
+    hidden = F.leaky_relu(hidden, 0.2)
+    expected = F.conv2d(_blur_by_hand(hidden, 1), _normalized(conv1), conv1.bias.double(), stride=2).squeeze(1)
+    assert maps.shape == (2, 4, 4) and torch.allclose(maps.double(), expected, atol=1e-5)
+    lin, out = heads.decoder[1][0], heads.out
+    hidden = F.leaky_relu(pooled.double() @ _normalized(lin).T + lin.bias.double(), 0.2)
+    assert torch.allclose(logit.double(), hidden @ _normalized(out).T + out.bias.double(), atol=1e-5)
+
+
+def test_tiny_backbone_logits_are_32_16_8_for_a_512_input():
+    disc = Discriminator("tiny", pretrained=False)
+    logits = disc.logits(torch.zeros(1, 3, 512, 512))
+    assert [tuple(level.shape) for level in logits] == [(1, 32, 32), (1, 16, 16), (1, 8, 8), (1, 1)]
+
+
+def test_convnext_xxlarge_logits_are_32_16_8_for_a_512_input():
+    """HYPIR's backbone architecture (timm convnext_xxlarge, OpenCLIP's trunk) on the meta device: shapes only."""
+    timm = pytest.importorskip("timm")
+    with torch.device("meta"):
+        trunk = timm.create_model("convnext_xxlarge", pretrained=False, num_classes=0)
+        features = _ConvNextFeatures(trunk, nn.Linear(trunk.num_features, 1024), pooled_dim=1024)
+        heads = MultiLevelHeads(features.channels, features.pooled_dim, width=512)
+        feats = features(torch.empty(2, 3, 512, 512))
+        logits = heads(feats)
+    assert features.channels == [384, 768, 1536]  # HYPIR's MultiLevelDConv in_ch1
+    assert [tuple(f.shape[-2:]) for f in feats[:3]] == [(128, 128), (64, 64), (32, 32)]
+    assert [tuple(level.shape) for level in logits] == [(2, 32, 32), (2, 16, 16), (2, 8, 8), (2, 1)]
+
+
+def test_discriminator_targets_are_08_real_and_0_fake_and_G_aims_at_08():
+    torch.manual_seed(0)
+    disc = Discriminator("tiny", pretrained=False).eval()
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    logits = [level.double() for level in disc.logits(x)]
+
+    def bce(target):  # binary cross-entropy with logits, written out; mean per level, levels summed
+        return sum((F.softplus(level) - target * level).mean() for level in logits)
+
+    assert disc.loss(x, real=True)[0].item() == pytest.approx(bce(0.8).item(), rel=1e-5)
+    assert disc.loss(x, real=False)[0].item() == pytest.approx(bce(0.0).item(), rel=1e-5)
+    adversarial = GeneratorLoss({"disc": 0.5})(x, x, disc)["disc"]
+    assert adversarial.item() == pytest.approx(0.5 * bce(0.8).item(), rel=1e-5)
+
+
+def _vision_aided_modules():
+    """blurpool.py and cv_losses.py of an installed vision-aided-loss, loaded by path.
+
+    The package's __init__ imports gdown and its bundled CLIP, which need pkg_resources (gone from
+    setuptools >= 81); these two files import only torch and numpy.
+    """
+    spec = importlib.util.find_spec("vision_aided_loss")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("vision-aided-loss is not installed (pip install --no-deps vision-aided-loss==0.1.0)")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    modules = []
+    for name in ("blurpool", "cv_losses"):
+        file_spec = importlib.util.spec_from_file_location(f"_vision_aided_{name}", folder / f"{name}.py")
+        module = importlib.util.module_from_spec(file_spec)
+        file_spec.loader.exec_module(module)
+        modules.append(module)
+    return modules
+
+
+def test_heads_and_loss_equal_vision_aided_loss_on_the_same_weights():
+    blurpool, cv_losses = _vision_aided_modules()
+    from torch.nn.utils import spectral_norm  # what vision_aided_loss.cv_discriminator re-exports
+
+    channels, pooled_dim, width = [8, 12, 16], 10, 6
+    act = nn.LeakyReLU(0.2, inplace=True)
+    # HYPIR model/D.py MultiLevelDConv(level=4, down=2), from the package's parts.
+    reference = nn.Module()
+    reference.decoder = nn.ModuleList(
+        nn.Sequential(blurpool.BlurPool(ch, pad_type="zero", stride=1, pad_off=1),
+                      spectral_norm(nn.Conv2d(ch, width, kernel_size=3, stride=2, padding=0)), act,
+                      blurpool.BlurPool(width, pad_type="zero", stride=1),
+                      spectral_norm(nn.Conv2d(width, 1, kernel_size=1, stride=2)))
+        for ch in channels)
+    reference.decoder.append(nn.Sequential(spectral_norm(nn.Linear(pooled_dim, width)), act))
+    reference.out = spectral_norm(nn.Linear(width, 1))
+    ours = MultiLevelHeads(channels, pooled_dim, width)
+    reference.load_state_dict(ours.state_dict(), strict=True)  # same modules, names and buffers
+    feats = [torch.randn(2, ch, 32 // 2 ** i, 32 // 2 ** i) for i, ch in enumerate(channels)]
+    feats.append(torch.randn(2, pooled_dim))
+    loss_fn = cv_losses.multilevel_loss(alpha=0.8)
+    for _ in range(2):  # train mode: both run a power iteration per forward
+        ref_logits = [reference.decoder[i](f).squeeze(1) for i, f in enumerate(feats[:-1])]
+        ref_logits.append(reference.out(reference.decoder[-1](feats[-1].float())))
+        our_logits = ours(feats)
+        assert all(torch.equal(a, b) for a, b in zip(our_logits, ref_logits))
+    disc = Discriminator("tiny", pretrained=False)
+    disc.logits = lambda x: our_logits
+    for real in (True, False):
+        assert torch.equal(disc.loss(None, real=real)[0], loss_fn(ref_logits, for_real=real).mean())
+    assert torch.equal(disc.loss(None, real=True)[0], loss_fn(ref_logits, for_G=True).mean())
 
 
 # ---- generator forward, LoRA and precision (reference: trainer/sd2.py, base.py lines 568-603) ----
