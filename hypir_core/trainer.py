@@ -1,8 +1,13 @@
 """HYPIR training as a function: ``train(config, report) -> RunSummary``.
 
-Read top to bottom: set up models and data, then loop over global steps (one generator step and
-one discriminator step each), validating every ``validation_steps`` and reporting each round to
-the caller's ``report(metrics, checkpoint_dir)``. Nothing here knows about Ray or Optuna.
+Read top to bottom: set up models and data, then loop over global steps, validating every
+``validation_steps`` and reporting each round to the caller's ``report(metrics, checkpoint_dir)``.
+Nothing here knows about Ray or Optuna.
+
+A global step is HYPIR's (trainer/base.py ``run``): a generator step on the next batch (times
+gradient accumulation), an EMA update, then a discriminator step on the batch after it, with its
+own posterior sample and the generator re-run after its update: two batches per step. PARITY.md
+lists each aspect against the users' trainer.
 """
 
 from __future__ import annotations
@@ -152,8 +157,22 @@ class _Run:
         return torch.stack([self.prompt_cache[p] for p in prompts])
 
     # ---- one global step -------------------------------------------------------------------------
+    def train_step(self, data, log_grads: bool) -> dict[str, float]:
+        """G on the next batch(es), EMA update, then D on the batch(es) after: HYPIR's alternation."""
+        accum = self.cfg.gradient_accumulation_steps
+        g_batches = [self.prepare_micro_batch(next(data)) for _ in range(accum)]
+        logs = self.generator_step(g_batches, log_grads)
+        if self.ema is not None:
+            self.ema.step(self.lora_params)
+        d_batches = [self.prepare_micro_batch(next(data)) for _ in range(accum)]
+        logs.update(self.discriminator_step(d_batches))
+        self.last_batch = g_batches[0]
+        return logs
+
     def generator_step(self, micro_batches, log_grads: bool) -> dict[str, float]:
         """One G update over the micro-batches; returns the mean of each loss term."""
+        # D's heads in eval mode: G's adversarial forward runs no spectral-norm power iteration.
+        self.D.eval()
         self.D.heads.requires_grad_(False)
         sums: dict[str, float] = {}
         accum = len(micro_batches)
@@ -174,8 +193,6 @@ class _Run:
         self.accelerator.clip_grad_norm_(self.lora_params, self.cfg.max_grad_norm)
         self.opt_G.step()
         self.opt_G.zero_grad(set_to_none=True)
-        if self.ema is not None:
-            self.ema.step(self.lora_params)
         return sums
 
     def term_grad_norms(self, terms: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -192,7 +209,8 @@ class _Run:
         return norms
 
     def discriminator_step(self, micro_batches) -> dict[str, float]:
-        """One D update: real GT against the generator's output after this step's G update."""
+        """One D update: real GT against the generator's output (after this step's G update) on D's own batches."""
+        self.D.train()
         self.D.heads.requires_grad_(True)
         sums = {"loss/D": 0.0, "loss/D_logits_real": 0.0, "loss/D_logits_fake": 0.0}
         accum = len(micro_batches)
@@ -308,16 +326,14 @@ def train(config: Config, report: Report | None = None, progress_bar: bool = Tru
     try:
         while progress.global_step < cfg.max_train_steps:
             step = progress.global_step + 1
-            micro = [run.prepare_micro_batch(next(data)) for _ in range(cfg.gradient_accumulation_steps)]
             log_grads = cfg.log_grad_steps > 0 and step % cfg.log_grad_steps == 0
-            logs = run.generator_step(micro, log_grads)
-            logs.update(run.discriminator_step(micro))
+            logs = run.train_step(data, log_grads)
             progress.global_step = step
             bar.update(1)
             bar.set_postfix(G=f"{logs['loss/G_total']:.3f}", D=f"{logs['loss/D']:.3f}")
             tracker.log(logs, step)
             if cfg.log_image_steps > 0 and step % cfg.log_image_steps == 0:
-                tracker.log_images({"train/LQ|pred|GT": _image_grid(micro[0])}, step)
+                tracker.log_images({"train/LQ|pred|GT": _image_grid(run.last_batch)}, step)
             final = step == cfg.max_train_steps
             result = None
             if step % cfg.validation_steps == 0 or final:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT
+from conftest import ROOT, tiny_overrides
 from torch import nn
 
 from hypir_core.config import load_config
@@ -22,6 +23,69 @@ from hypir_core.losses import GeneratorLoss
 from hypir_core.models import OneStepGenerator, add_lora, load_sd2
 
 TINY = ROOT / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny-model training run, set up but not trained (tests drive its steps)."""
+    from hypir_core.trainer import _Run
+
+    cfg = load_config(TINY, tiny_overrides(tmp_path_factory.mktemp("parity") / "run"))
+    return _Run(cfg, progress_bar=False)
+
+
+def _tagged_batches(run):
+    """The run's batches, each tagged with its position in the stream; the tags also count consumption."""
+    for index, batch in enumerate(run.batches()):
+        batch["tag"] = index
+        yield batch
+
+
+def _spy_steps(run, monkeypatch):
+    seen = {"G": [], "D": [], "lora_at_D": [], "lora_after_G": []}
+    prepare, g_step, d_step, forward = (run.prepare_micro_batch, run.generator_step, run.discriminator_step,
+                                        run.generator.forward)
+    monkeypatch.setattr(run, "prepare_micro_batch", lambda batch: {**prepare(batch), "tag": batch["tag"]})
+
+    def generator_step(micro, log_grads):
+        seen["G"].append([b["tag"] for b in micro])
+        logs = g_step(micro, log_grads)
+        seen["lora_after_G"].append([p.detach().clone() for p in run.lora_params])
+        return logs
+
+    def discriminator_step(micro):
+        seen["D"].append([b["tag"] for b in micro])
+        return d_step(micro)
+
+    def generator_forward(*args):
+        if not torch.is_grad_enabled():  # D's own generator pass
+            seen["lora_at_D"].append([p.detach().clone() for p in run.lora_params])
+        return forward(*args)
+
+    monkeypatch.setattr(run, "generator_step", generator_step)
+    monkeypatch.setattr(run, "discriminator_step", discriminator_step)
+    monkeypatch.setattr(run.generator, "forward", generator_forward)
+    return seen
+
+
+# ---- G/D order and batches (reference: trainer/base.py run(), lines 649-685) ----
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_global_step_is_G_on_a_batch_then_D_on_the_next(run, monkeypatch, accum):
+    monkeypatch.setattr(run, "cfg", replace(run.cfg, gradient_accumulation_steps=accum))
+    seen = _spy_steps(run, monkeypatch)
+    data = _tagged_batches(run)
+    for _ in range(2):
+        run.train_step(data, log_grads=False)
+    first = list(range(4 * accum))
+    assert seen["G"] == [first[:accum], first[2 * accum:3 * accum]]
+    assert seen["D"] == [first[accum:2 * accum], first[3 * accum:]]
+    assert next(data)["tag"] == 4 * accum, "one global step consumes 2 x gradient_accumulation_steps batches"
+    # D's fakes come from the generator after this step's G update.
+    assert len(seen["lora_at_D"]) == 2 * accum
+    for step in range(2):
+        for at_d in seen["lora_at_D"][step * accum:(step + 1) * accum]:
+            assert all(torch.equal(a, b) for a, b in zip(at_d, seen["lora_after_G"][step]))
 
 
 # ---- discriminator heads and loss (reference: model/D.py; vision_aided_loss blurpool.py, cv_losses.py) ----
@@ -153,6 +217,20 @@ def test_heads_and_loss_equal_vision_aided_loss_on_the_same_weights():
     for real in (True, False):
         assert torch.equal(disc.loss(None, real=real)[0], loss_fn(ref_logits, for_real=real).mean())
     assert torch.equal(disc.loss(None, real=True)[0], loss_fn(ref_logits, for_G=True).mean())
+
+
+# ---- D mode during the G step (reference: base.py line 570 eval, line 622 train) ----
+
+def test_generator_step_runs_no_power_iteration_and_gives_D_no_gradient(run, monkeypatch):
+    monkeypatch.setattr(run, "ema", None)
+    data = _tagged_batches(run)
+    vectors = lambda: [b.clone() for n, b in run.D.heads.named_buffers() if n.endswith("weight_u")]  # noqa: E731
+    before = vectors()
+    run.generator_step([run.prepare_micro_batch(next(data))], log_grads=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, vectors()))
+    assert all(p.grad is None for p in run.D_params)
+    run.discriminator_step([run.prepare_micro_batch(next(data))])
+    assert not all(torch.equal(a, b) for a, b in zip(before, vectors()))
 
 
 # ---- generator forward, LoRA and precision (reference: trainer/sd2.py, base.py lines 568-603) ----
