@@ -309,6 +309,7 @@ class Config:
     disc_backbone: str = _f(_choice(DISC_BACKBONES), DISC_BACKBONES[0])
     use_ema: bool = _f(_BOOL, True)
     ema_decay: float = _f(_float(0, 1, hi_open=True), 0.999)
+    ema_warmup: bool = _f(_BOOL, False)  # true: ramp the decay as diffusers' EMAModel (HYPIR's is constant)
     resume_ema: bool = _f(_BOOL, True)
     lambda_gan: float = _f(_float(0), 0.5)
     lambda_lpips: float = _f(_float(0), 5.0)

@@ -12,6 +12,7 @@ lists each aspect against the users' trainer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -27,6 +28,7 @@ from hypir_core import checkpoint as ckpt
 from hypir_core.config import Config, config_to_dict
 from hypir_core.data import build_train_dataset, scan_val_set, train_collate
 from hypir_core.discriminator import Discriminator
+from hypir_core.ema import LoraEMA
 from hypir_core.errors import WeightsError
 from hypir_core.losses import TERMS, GeneratorLoss
 from hypir_core.metrics import QualityMetrics
@@ -106,11 +108,8 @@ class _Run:
         self.generator = OneStepGenerator(parts, cfg.model_t, coeff_t)
         self.generator.unet_autocast = self.accelerator.autocast
         self.lora_names = [n for n, p in parts.unet.named_parameters() if p.requires_grad]
-        self.ema = None
-        if cfg.use_ema:
-            from diffusers.training_utils import EMAModel
-
-            self.ema = EMAModel(self.lora_params, decay=cfg.ema_decay)
+        # From the initial LoRA, constant decay unless ema_warmup (hypir_core/ema.py).
+        self.ema = LoraEMA(self.lora_params, cfg.ema_decay, warmup=cfg.ema_warmup) if cfg.use_ema else None
 
     def init_discriminator(self):
         self.D = Discriminator(self.cfg.disc_backbone, pretrained=self.disc_pretrained).to(self.device)
@@ -163,7 +162,7 @@ class _Run:
         g_batches = [self.prepare_micro_batch(next(data)) for _ in range(accum)]
         logs = self.generator_step(g_batches, log_grads)
         if self.ema is not None:
-            self.ema.step(self.lora_params)
+            self.ema.update(self.lora_params)
         d_batches = [self.prepare_micro_batch(next(data)) for _ in range(accum)]
         logs.update(self.discriminator_step(d_batches))
         self.last_batch = g_batches[0]
@@ -241,15 +240,11 @@ class _Run:
 
     # ---- validation, checkpoints, weights --------------------------------------------------------
     def validate(self, final: bool):
-        if self.ema is not None:
-            self.ema.store(self.lora_params)
-            self.ema.copy_to(self.lora_params)
-        try:
+        """Score (and export) the EMA weights when use_ema, else the trained ones."""
+        averaged = self.ema.swapped_in(self.lora_params) if self.ema is not None else contextlib.nullcontext()
+        with averaged:
             result = self.validator.run(with_details=final, progress=self.progress_bar)
             weights = lora_state_dict(self.generator.unet)
-        finally:
-            if self.ema is not None:
-                self.ema.restore(self.lora_params)
         return result, weights
 
     def save_checkpoint(self) -> str:
@@ -269,9 +264,8 @@ class _Run:
         load_lora_weights(self.generator.unet, os.path.join(path, ckpt.LORA_FILE))
         self.D.load_state_dict(heads, strict=False)
         if self.ema is not None and not self.cfg.resume_ema:
-            # resume_ema: false restarts the average from the resumed weights, as HYPIR does.
-            self.ema.shadow_params = [p.detach().clone() for p in self.lora_params]
-            self.ema.optimization_step = 0
+            # Restart the average from the resumed weights (HYPIR's restarts from its fresh LoRA: PARITY.md).
+            self.ema.reset(self.lora_params)
 
     def export_weights(self, weights: dict, name: str) -> str:
         path = os.path.join(self.output_dir, name)

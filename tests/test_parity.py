@@ -19,6 +19,7 @@ from torch import nn
 
 from hypir_core.config import load_config
 from hypir_core.discriminator import BlurPool, Discriminator, MultiLevelHeads, _ConvNextFeatures
+from hypir_core.ema import LoraEMA
 from hypir_core.losses import GeneratorLoss
 from hypir_core.models import OneStepGenerator, add_lora, load_sd2
 
@@ -86,6 +87,54 @@ def test_global_step_is_G_on_a_batch_then_D_on_the_next(run, monkeypatch, accum)
     for step in range(2):
         for at_d in seen["lora_at_D"][step * accum:(step + 1) * accum]:
             assert all(torch.equal(a, b) for a, b in zip(at_d, seen["lora_after_G"][step]))
+
+
+# ---- EMA (reference: utils/ema.py, updated after each G step, base.py lines 671-674) ----
+
+def test_ema_after_n_generator_steps_is_the_closed_form(run, monkeypatch):
+    decay = 0.9
+    monkeypatch.setattr(run, "ema", LoraEMA(run.lora_params, decay))
+    start = [p.detach().double().clone() for p in run.lora_params]
+    seen = _spy_steps(run, monkeypatch)
+    data = _tagged_batches(run)
+    steps = 3
+    for _ in range(steps):
+        run.train_step(data, log_grads=False)
+    # decay**n * w_0 + (1 - decay) * sum_k decay**(n - k) * w_k, w_k the weights after the k-th G step
+    for index, average in enumerate(run.ema.shadow):
+        expected = decay ** steps * start[index]
+        for k, weights in enumerate(seen["lora_after_G"], start=1):
+            expected = expected + (1 - decay) * decay ** (steps - k) * weights[index].double()
+        assert torch.allclose(average.double(), expected, rtol=0, atol=1e-6)
+    assert run.ema.num_updates == steps
+
+
+def test_ema_decay_is_constant_from_the_initial_weights_unless_warmup():
+    weights = [nn.Parameter(torch.zeros(5))]
+    ema = LoraEMA(weights, decay=0.999)
+    with torch.no_grad():
+        weights[0].fill_(1.0)
+    for _ in range(500):
+        ema.update(weights)
+    # The initial weights (0) keep weight decay**500 = 0.606: validation at step 500 scores mostly them.
+    assert ema.shadow[0] == pytest.approx(torch.full((5,), 1 - 0.999 ** 500), abs=1e-5)
+    assert ema.decay_at(1) == ema.decay_at(10_000) == 0.999
+    warm = LoraEMA(weights, decay=0.999, warmup=True)  # diffusers EMAModel's ramp
+    assert [warm.decay_at(k) for k in (1, 2, 3)] == [0.0, 2 / 11, 3 / 12]
+    assert warm.decay_at(100_000) == 0.999
+
+
+def test_ema_update_rounds_as_the_reference_expression():
+    torch.manual_seed(0)
+    weights, decay = [nn.Parameter(torch.randn(1000))], 0.999
+    reference = weights[0].detach().clone()
+    ema = LoraEMA(weights, decay)
+    for _ in range(5):
+        with torch.no_grad():
+            weights[0].add_(torch.randn(1000) * 0.01)
+        ema.update(weights)
+        reference = decay * reference + (1 - decay) * weights[0].clone().detach()  # HYPIR utils/ema.py line 35
+    assert torch.equal(ema.shadow[0], reference)
 
 
 # ---- discriminator heads and loss (reference: model/D.py; vision_aided_loss blurpool.py, cv_losses.py) ----

@@ -174,5 +174,5 @@ def test_resume_ema_false_restarts_the_average_from_the_resumed_weights(short_ru
     for resume_ema in (True, False):
         run = _Run(replace(cfg, resume_ema=resume_ema), progress_bar=False)
         run.load_checkpoint(checkpoint)
-        same = all(torch.equal(e, p) for e, p in zip(run.ema.shadow_params, run.lora_params))
+        same = all(torch.equal(e, p) for e, p in zip(run.ema.shadow, run.lora_params))
         assert same is (not resume_ema)
