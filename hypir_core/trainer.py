@@ -117,6 +117,7 @@ class _Run:
         self.D_params = list(self.D.heads.parameters())
 
     def init_optimizers(self):
+        # opt_kwargs defaults are torch's AdamW defaults (weight_decay 0.01), which HYPIR relies on.
         cfg, kwargs = self.cfg, config_to_dict(self.cfg.opt_kwargs)
         kwargs["betas"] = tuple(kwargs["betas"])
         opt_G = torch.optim.AdamW(self.lora_params, lr=cfg.lr_G, **kwargs)

@@ -7,6 +7,7 @@ closed form, a re-derivation) or, where vision-aided-loss is installed, against 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -280,6 +281,16 @@ def test_generator_step_runs_no_power_iteration_and_gives_D_no_gradient(run, mon
     assert all(p.grad is None for p in run.D_params)
     run.discriminator_step([run.prepare_micro_batch(next(data))])
     assert not all(torch.equal(a, b) for a, b in zip(before, vectors()))
+
+
+# ---- optimizer defaults (reference: base.py lines 287-306, AdamW(**opt_kwargs)) ----
+
+def test_adamw_weight_decay_defaults_to_torchs_when_opt_kwargs_omit_it(run):
+    cfg = load_config(ROOT / "configs" / "sd2_finetune_5k.yaml")  # the users' config names only betas
+    torch_default = inspect.signature(torch.optim.AdamW).parameters["weight_decay"].default
+    assert cfg.opt_kwargs.weight_decay == torch_default == 0.01
+    assert run.opt_G.param_groups[0]["weight_decay"] == run.cfg.opt_kwargs.weight_decay  # tiny.yaml's 1e-4
+    assert run.opt_G.param_groups[0]["eps"] == inspect.signature(torch.optim.AdamW).parameters["eps"].default
 
 
 # ---- generator forward, LoRA and precision (reference: trainer/sd2.py, base.py lines 568-603) ----
