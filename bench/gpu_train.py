@@ -6,8 +6,9 @@
 
 Runs the trainer's own generator and discriminator steps (``hypir_core.trainer._Run``) on SD2.1-base
 shapes (``random://sd2-base``), LoRA rank 256, gradient checkpointing, and a ConvNeXt discriminator
-with random weights, on synthetic 512x512 pairs. Prints s/step (one G step + one D step) after the
-warm-up steps and the peak GPU memory. Needs a CUDA GPU; no tracking, no downloads.
+with random weights, on synthetic 512x512 pairs. Prints s/step (HYPIR's global step: one G step on a
+batch, one D step on the next) after the warm-up steps and the peak GPU memory. Needs a CUDA GPU;
+no tracking, no downloads.
 """
 
 from __future__ import annotations
@@ -93,9 +94,7 @@ def main() -> None:
         for step in range(args.warmup + args.steps):
             sync()
             start = time.perf_counter()
-            micro = [run.prepare_micro_batch(next(data))]
-            run.generator_step(micro, log_grads=False)
-            run.discriminator_step(micro)
+            run.train_step(data, log_grads=False)
             run.progress.global_step += 1
             sync()
             if step >= args.warmup:

@@ -273,7 +273,7 @@ class ValDataConfig:
     degradation_types: list[str] = _f(_str_list(), factory=lambda: list(DEGRADATION_TYPES))
     batch_size: int = _f(_int(1), 1)
     num_samples_per_type: int | None = _f(_int(1, optional=True, allowed="an integer >= 1 or null (= all)"), None)
-    prompt: str = _f(_str(empty_ok=True), "")
+    prompt: str = _f(_str(empty_ok=True), "high quality, sharp details")  # the users' trainer's validation prompt
     resize: int | str = _f(_RESIZE, 512)
     quantize: bool = _f(_BOOL, True)
 
@@ -288,7 +288,7 @@ class DataConfig:
 class OptKwargs:
     betas: list[float] = _f(_BETAS, factory=lambda: [0.9, 0.999])
     eps: float = _f(_float(0, lo_open=True), 1e-8)
-    weight_decay: float = _f(_float(0), 0.0)
+    weight_decay: float = _f(_float(0), 0.01)  # torch's AdamW default, which HYPIR's configs rely on
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -309,6 +309,7 @@ class Config:
     disc_backbone: str = _f(_choice(DISC_BACKBONES), DISC_BACKBONES[0])
     use_ema: bool = _f(_BOOL, True)
     ema_decay: float = _f(_float(0, 1, hi_open=True), 0.999)
+    ema_warmup: bool = _f(_BOOL, False)  # true: ramp the decay as diffusers' EMAModel (HYPIR's is constant)
     resume_ema: bool = _f(_BOOL, True)
     lambda_gan: float = _f(_float(0), 0.5)
     lambda_lpips: float = _f(_float(0), 5.0)

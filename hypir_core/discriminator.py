@@ -3,8 +3,11 @@
 Backbones by name: ``openclip_convnext_xxlarge`` (HYPIR's: OpenCLIP ConvNeXt-XXLarge,
 laion2b_s34b_b82k_augreg_soup), ``timm_convnext_{tiny,small,base}`` (timm ImageNet weights), and
 ``tiny`` (a small random frozen CNN, for the embedded CPU default only). The heads read three
-intermediate feature maps plus the pooled embedding; each level gives logits, and the loss is the
-multi-level BCE with a smoothed real target that HYPIR takes from vision-aided GAN training.
+intermediate feature maps (ConvNeXt stages 0..2) plus the pooled embedding; each level gives
+logits, and the loss is the multi-level BCE with a smoothed real target of 0.8. Heads and loss are
+vision-aided GAN's (``vision_aided_loss``: BlurPool, spectral norm, ``multilevel_loss(alpha=0.8)``)
+as HYPIR's ``model/D.py`` assembles them, re-written here because that package does not import
+on current setuptools; tests/test_parity.py checks them against a re-derivation and the package.
 """
 
 from __future__ import annotations
@@ -48,14 +51,18 @@ class _ConvNextFeatures(nn.Module):
 
 
 class _TinyBackbone(nn.Module):
-    """Small frozen random CNN standing in for a pretrained backbone in the CPU demo."""
+    """Small frozen random CNN standing in for a pretrained backbone in the CPU demo.
+
+    Its three feature maps have ConvNeXt's strides (4, 8, 16: a patchify stem, then stride-2
+    stages), so the heads see the same geometry as on HYPIR's backbone.
+    """
 
     def __init__(self, widths=(16, 32, 64)):
         super().__init__()
         layers, in_ch = [], 3
-        for width in widths:
-            layers.append(nn.Sequential(nn.Conv2d(in_ch, width, 3, stride=2, padding=1), nn.GELU(),
-                                        nn.Conv2d(width, width, 3, padding=1), nn.GELU()))
+        for index, width in enumerate(widths):
+            down = nn.Conv2d(in_ch, width, 4, stride=4) if index == 0 else nn.Conv2d(in_ch, width, 2, stride=2)
+            layers.append(nn.Sequential(down, nn.GELU(), nn.Conv2d(width, width, 3, padding=1), nn.GELU()))
             in_ch = width
         self.stages = nn.ModuleList(layers)
         self.channels, self.pooled_dim = list(widths), widths[-1]
@@ -111,22 +118,47 @@ def build_backbone(name: str, pretrained: bool = True) -> tuple[nn.Module, tuple
     raise WeightsError(f"Unknown disc_backbone '{name}'; use one of {', '.join(BACKBONES)}.")
 
 
+class BlurPool(nn.Module):
+    """Vision-aided GAN's BlurPool (filt_size 4, zero padding): a per-channel [1, 3, 3, 1]^2 / 64 blur.
+
+    Padding is 1 + ``pad_off`` on each side, so with stride 1 a map of size L becomes L - 1 (pad_off 0)
+    or L + 1 (pad_off 1). The filter is a buffer named ``filt``, as in ``vision_aided_loss.blurpool``.
+    """
+
+    def __init__(self, channels: int, stride: int = 1, pad_off: int = 0):
+        super().__init__()
+        taps = torch.tensor([1.0, 3.0, 3.0, 1.0])
+        filt = taps[:, None] * taps[None, :]
+        self.register_buffer("filt", (filt / filt.sum())[None, None].repeat(channels, 1, 1, 1))
+        self.stride, self.pad = stride, 1 + pad_off
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(x, [self.pad] * 4), self.filt.to(x.dtype), stride=self.stride, groups=x.shape[1])
+
+
 class MultiLevelHeads(nn.Module):
-    """Trainable spectral-norm heads: a conv head per feature map and an MLP on the pooled embedding."""
+    """HYPIR's trainable heads (``MultiLevelDConv(level=4, down=2)`` in its ``model/D.py``).
+
+    Per feature map: BlurPool, spectral-norm 3x3 conv with stride 2 and no padding, LeakyReLU(0.2),
+    BlurPool, spectral-norm 1x1 conv with stride 2: a map of stride s gives logits of stride 4s
+    (512 input, ConvNeXt stages 0..2: 32, 16 and 8 logits a side). The pooled embedding gets a
+    spectral-norm Linear, LeakyReLU and a Linear to one logit. Module names are the reference's
+    (``decoder.<level>.<layer>``, ``out``), so its heads' state dict loads here and back.
+    """
 
     def __init__(self, channels: list[int], pooled_dim: int, width: int):
         super().__init__()
-        act = nn.LeakyReLU(0.2)
-        self.maps = nn.ModuleList(
-            nn.Sequential(spectral_norm(nn.Conv2d(ch, width, 3, stride=2, padding=1)), act,
-                          spectral_norm(nn.Conv2d(width, 1, 1)))
+        act = nn.LeakyReLU(0.2, inplace=True)
+        self.decoder = nn.ModuleList(
+            nn.Sequential(BlurPool(ch, pad_off=1), spectral_norm(nn.Conv2d(ch, width, 3, stride=2, padding=0)), act,
+                          BlurPool(width), spectral_norm(nn.Conv2d(width, 1, 1, stride=2)))
             for ch in channels)
-        self.pooled = nn.Sequential(spectral_norm(nn.Linear(pooled_dim, width)), act,
-                                    spectral_norm(nn.Linear(width, 1)))
+        self.decoder.append(nn.Sequential(spectral_norm(nn.Linear(pooled_dim, width)), act))
+        self.out = spectral_norm(nn.Linear(width, 1))
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
-        logits = [head(f.float()).squeeze(1) for head, f in zip(self.maps, feats[:-1])]
-        return logits + [self.pooled(feats[-1].float())]
+        maps = [head(f.float()).squeeze(1) for head, f in zip(self.decoder[:-1], feats[:-1])]
+        return maps + [self.out(self.decoder[-1](feats[-1].float()))]
 
 
 class Discriminator(nn.Module):
@@ -154,12 +186,19 @@ class Discriminator(nn.Module):
         return self.heads(self.backbone(x))
 
     def loss(self, x: torch.Tensor, real: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Mean multi-level BCE towards 'real' (smoothed target) or 'fake' (0); also the logits."""
+        """Multi-level BCE towards 'real' (the smoothed target, 0.8) or 'fake' (0); also the logits.
+
+        As vision-aided GAN's ``multilevel_loss`` followed by HYPIR's ``.mean()``: each level's BCE is
+        averaged per image, the levels are summed, and the sum is averaged over the batch.
+        """
         logits = self.logits(x)
         target = self.real_target if real else 0.0
-        total = sum(F.binary_cross_entropy_with_logits(level.float(), torch.full_like(level.float(), target))
-                    for level in logits)
-        return total, logits
+        per_image = 0
+        for level in logits:
+            level = level.float()
+            bce = F.binary_cross_entropy_with_logits(level, torch.full_like(level, target), reduction="none")
+            per_image = per_image + (bce.mean(dim=(1, 2)).reshape(-1, 1) if bce.dim() > 2 else bce)
+        return per_image.mean(), logits
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The heads' weights: all that training changes (the backbone reloads from its source)."""

@@ -3,9 +3,15 @@
 A weight of 0 skips the term's compute (and, for LPIPS/SSIM, building its network). LPIPS and SSIM
 come from pyiqa built with ``as_loss=True`` so they carry gradient (the users' trainer built SSIM as a
 metric, so ``lambda_ssim`` changed nothing).
+
+Precision as in HYPIR's ``optimize_generator``: L2, L1, LPIPS (and our SSIM) in float32 outside any
+autocast; only the adversarial term runs under the caller's ``disc_autocast`` (HYPIR's discriminator
+is an accelerate-prepared module, so its forward autocasts).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -38,18 +44,22 @@ class GeneratorLoss(nn.Module):
         weights = {term: getattr(config, key) for term, (key, _) in TERMS.items()}
         return cls(weights, device=device, lpips_weights=config.lpips_weights)
 
-    def forward(self, pred: torch.Tensor, gt: torch.Tensor, discriminator=None) -> dict[str, torch.Tensor]:
+    def forward(self, pred: torch.Tensor, gt: torch.Tensor, discriminator=None,
+                disc_autocast=contextlib.nullcontext) -> dict[str, torch.Tensor]:
         """Weighted terms for prediction and ground truth in [-1, 1]; ``disc`` needs the discriminator."""
         terms: dict[str, torch.Tensor] = {}
-        pred01, gt01 = pred * 0.5 + 0.5, gt * 0.5 + 0.5
-        if "l2" in self.weights:
-            terms["l2"] = F.mse_loss(pred, gt)
-        if "l1" in self.weights:
-            terms["l1"] = F.l1_loss(pred, gt)
-        if self.lpips is not None:
-            terms["lpips"] = self.lpips(pred01, gt01).mean()
-        if self.ssim is not None:
-            terms["ssim"] = 1.0 - self.ssim(pred01.float(), gt01.float()).mean().float()
+        with torch.autocast(pred.device.type, enabled=False):
+            pred, gt = pred.float(), gt.float()
+            pred01, gt01 = pred * 0.5 + 0.5, gt * 0.5 + 0.5
+            if "l2" in self.weights:
+                terms["l2"] = F.mse_loss(pred, gt)
+            if "l1" in self.weights:
+                terms["l1"] = F.l1_loss(pred, gt)
+            if self.lpips is not None:
+                terms["lpips"] = self.lpips(pred01, gt01).mean()
+            if self.ssim is not None:
+                terms["ssim"] = 1.0 - self.ssim(pred01, gt01).mean()
         if "disc" in self.weights:
-            terms["disc"], _ = discriminator.loss(pred, real=True)
+            with disc_autocast():
+                terms["disc"], _ = discriminator.loss(pred, real=True)  # target 0.8, as D's real target
         return {term: value.float() * self.weights[term] for term, value in terms.items()}

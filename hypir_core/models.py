@@ -7,6 +7,7 @@ weights, for measuring speed and memory without the checkpoint; it is never chos
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,7 +168,12 @@ def load_lora_weights(unet: nn.Module, path: str) -> None:
 
 
 class OneStepGenerator(nn.Module):
-    """HYPIR's generator: VAE-encode LQ, one UNet pass at ``model_t``, x0 from eps at ``coeff_t``, decode."""
+    """HYPIR's generator: VAE-encode LQ, one UNet pass at ``model_t``, x0 from eps at ``coeff_t``, decode.
+
+    The arithmetic is HYPIR's ``forward_generator`` (trainer/sd2.py): only the UNet runs under
+    ``unet_autocast`` (the trainer sets accelerate's, as accelerate wraps HYPIR's prepared UNet), its
+    output is cast to float32, x0 is DDPM's ``pred_original_sample`` and the VAE decodes in its own dtype.
+    """
 
     def __init__(self, parts: SD2Components, model_t: int, coeff_t: int):
         super().__init__()
@@ -175,10 +181,19 @@ class OneStepGenerator(nn.Module):
         self.unet, self.vae, self.text_encoder = parts.unet, parts.vae, parts.text_encoder
         self.tokenizer, self.scheduler = parts.tokenizer, parts.scheduler
         self.model_t, self.coeff_t = model_t, coeff_t
-        alpha_bar = parts.scheduler.alphas_cumprod[coeff_t].item()
-        self.sqrt_alpha_bar, self.sqrt_one_minus = alpha_bar ** 0.5, (1 - alpha_bar) ** 0.5
+        self.alpha_prod = parts.scheduler.alphas_cumprod[coeff_t]  # a CPU scalar tensor, as scheduler.step uses
         self.prediction_type = parts.scheduler.config.prediction_type
         self.scaling_factor = parts.vae.config.scaling_factor
+        self.unet_autocast = contextlib.nullcontext
+
+    def train(self, mode: bool = True):
+        """Only the flag changes: the frozen SD2 parts stay in eval mode.
+
+        Mode changes no math here, but diffusers' ResnetBlock2D picks other kernels in train mode
+        (1e-6 apart on CPU), which made a run's steps depend on whether it had validated yet.
+        """
+        self.training = mode
+        return self
 
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
@@ -195,17 +210,19 @@ class OneStepGenerator(nn.Module):
         return z * self.scaling_factor
 
     def pred_x0(self, model_output: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """DDPM's pred_original_sample at coeff_t (what ``scheduler.step`` returns, without its noise draw)."""
+        """DDPM's pred_original_sample at coeff_t: ``scheduler.step``'s formula, without its noise draw."""
+        alpha_prod, beta_prod = self.alpha_prod, 1 - self.alpha_prod
         if self.prediction_type == "epsilon":
-            return (z - self.sqrt_one_minus * model_output) / self.sqrt_alpha_bar
+            return (z - beta_prod ** 0.5 * model_output) / alpha_prod ** 0.5
         if self.prediction_type == "v_prediction":
-            return self.sqrt_alpha_bar * z - self.sqrt_one_minus * model_output
+            return alpha_prod ** 0.5 * z - beta_prod ** 0.5 * model_output
         return model_output
 
     def forward(self, z_lq: torch.Tensor, text_embed: torch.Tensor) -> torch.Tensor:
         """Restored image in [-1, 1] (unclamped, float32) from the scaled LQ latent."""
         timesteps = torch.full((z_lq.shape[0],), self.model_t, dtype=torch.long, device=z_lq.device)
         dtype = self.unet.dtype
-        eps = self.unet(z_lq.to(dtype), timesteps, encoder_hidden_states=text_embed.to(dtype)).sample
-        z0 = self.pred_x0(eps.float(), z_lq.float())
-        return self.vae.decode((z0 / self.scaling_factor).to(self.vae.dtype)).sample.float()
+        with self.unet_autocast():
+            eps = self.unet(z_lq.to(dtype), timesteps, encoder_hidden_states=text_embed.to(dtype)).sample
+        z0 = self.pred_x0(eps.float(), z_lq)
+        return self.vae.decode(z0.to(self.vae.dtype) / self.scaling_factor).sample.float()

@@ -1,12 +1,18 @@
 """HYPIR training as a function: ``train(config, report) -> RunSummary``.
 
-Read top to bottom: set up models and data, then loop over global steps (one generator step and
-one discriminator step each), validating every ``validation_steps`` and reporting each round to
-the caller's ``report(metrics, checkpoint_dir)``. Nothing here knows about Ray or Optuna.
+Read top to bottom: set up models and data, then loop over global steps, validating every
+``validation_steps`` and reporting each round to the caller's ``report(metrics, checkpoint_dir)``.
+Nothing here knows about Ray or Optuna.
+
+A global step is HYPIR's (trainer/base.py ``run``): a generator step on the next batch (times
+gradient accumulation), an EMA update, then a discriminator step on the batch after it, with its
+own posterior sample and the generator re-run after its update: two batches per step. PARITY.md
+lists each aspect against the users' trainer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -23,7 +29,8 @@ from hypir_core import faults
 from hypir_core.config import Config, config_to_dict
 from hypir_core.data import build_train_dataset, scan_val_set, train_collate
 from hypir_core.discriminator import Discriminator
-from hypir_core.errors import OOM_ADVICE
+from hypir_core.ema import LoraEMA
+from hypir_core.errors import OOM_ADVICE, WeightsError
 from hypir_core.losses import TERMS, GeneratorLoss
 from hypir_core.metrics import QualityMetrics
 from hypir_core.models import OneStepGenerator, add_lora, load_lora_weights, load_sd2, lora_state_dict
@@ -79,9 +86,9 @@ class _Run:
         self.init_discriminator()
         self.init_optimizers()
         self.loss_fn = GeneratorLoss.from_config(cfg, device=self.device)
+        # The generator autocasts its UNet itself (unet_autocast), so validation needs no outer autocast.
         self.validator = Validator(cfg.data_config.val, self.generator,
-                                   QualityMetrics(self.device, cfg.lpips_weights), self.device,
-                                   autocast=self.accelerator.autocast, pairs=val_pairs)
+                                   QualityMetrics(self.device, cfg.lpips_weights), self.device, pairs=val_pairs)
         self.progress = ckpt.TrainProgress()
         self.progress.posterior_rng.manual_seed(cfg.seed)
         self.accelerator.register_for_checkpointing(self.progress)
@@ -100,12 +107,10 @@ class _Run:
             load_lora_weights(parts.unet, cfg.init_lora_from)
         coeff_t = cfg.coeff_t if cfg.coeff_t is not None else cfg.model_t
         self.generator = OneStepGenerator(parts, cfg.model_t, coeff_t)
+        self.generator.unet_autocast = self.accelerator.autocast
         self.lora_names = [n for n, p in parts.unet.named_parameters() if p.requires_grad]
-        self.ema = None
-        if cfg.use_ema:
-            from diffusers.training_utils import EMAModel
-
-            self.ema = EMAModel(self.lora_params, decay=cfg.ema_decay)
+        # From the initial LoRA, constant decay unless ema_warmup (hypir_core/ema.py).
+        self.ema = LoraEMA(self.lora_params, cfg.ema_decay, warmup=cfg.ema_warmup) if cfg.use_ema else None
 
     def init_discriminator(self):
         self.D = Discriminator(self.cfg.disc_backbone, pretrained=self.disc_pretrained).to(self.device)
@@ -113,6 +118,7 @@ class _Run:
         self.D_params = list(self.D.heads.parameters())
 
     def init_optimizers(self):
+        # opt_kwargs defaults are torch's AdamW defaults (weight_decay 0.01), which HYPIR relies on.
         cfg, kwargs = self.cfg, config_to_dict(self.cfg.opt_kwargs)
         kwargs["betas"] = tuple(kwargs["betas"])
         opt_G = torch.optim.AdamW(self.lora_params, lr=cfg.lr_G, **kwargs)
@@ -152,15 +158,28 @@ class _Run:
         return torch.stack([self.prompt_cache[p] for p in prompts])
 
     # ---- one global step -------------------------------------------------------------------------
+    def train_step(self, data, log_grads: bool) -> dict[str, float]:
+        """G on the next batch(es), EMA update, then D on the batch(es) after: HYPIR's alternation."""
+        accum = self.cfg.gradient_accumulation_steps
+        g_batches = [self.prepare_micro_batch(next(data)) for _ in range(accum)]
+        logs = self.generator_step(g_batches, log_grads)
+        if self.ema is not None:
+            self.ema.update(self.lora_params)
+        d_batches = [self.prepare_micro_batch(next(data)) for _ in range(accum)]
+        logs.update(self.discriminator_step(d_batches))
+        self.last_batch = g_batches[0]
+        return logs
+
     def generator_step(self, micro_batches, log_grads: bool) -> dict[str, float]:
         """One G update over the micro-batches; returns the mean of each loss term."""
+        # D's heads in eval mode: G's adversarial forward runs no spectral-norm power iteration.
+        self.D.eval()
         self.D.heads.requires_grad_(False)
         sums: dict[str, float] = {}
         accum = len(micro_batches)
         for index, batch in enumerate(micro_batches):
-            with self.accelerator.autocast():
-                pred = self.generator(batch["z_lq"], batch["text"])
-                terms = self.loss_fn(pred, batch["gt"], self.D)
+            pred = self.generator(batch["z_lq"], batch["text"])
+            terms = self.loss_fn(pred, batch["gt"], self.D, disc_autocast=self.accelerator.autocast)
             total = sum(terms.values())
             if not torch.isfinite(total):
                 raise _Diverged(self.progress.global_step + 1)
@@ -175,8 +194,6 @@ class _Run:
         self.accelerator.clip_grad_norm_(self.lora_params, self.cfg.max_grad_norm)
         self.opt_G.step()
         self.opt_G.zero_grad(set_to_none=True)
-        if self.ema is not None:
-            self.ema.step(self.lora_params)
         return sums
 
     def term_grad_norms(self, terms: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -193,16 +210,17 @@ class _Run:
         return norms
 
     def discriminator_step(self, micro_batches) -> dict[str, float]:
-        """One D update: real GT against the generator's output after this step's G update."""
+        """One D update: real GT against the generator's output (after this step's G update) on D's own batches."""
+        self.D.train()
         self.D.heads.requires_grad_(True)
         sums = {"loss/D": 0.0, "loss/D_logits_real": 0.0, "loss/D_logits_fake": 0.0}
         accum = len(micro_batches)
         for batch in micro_batches:
-            with torch.no_grad(), self.accelerator.autocast():
+            with torch.no_grad():
                 fake = self.generator(batch["z_lq"], batch["text"])
             with self.accelerator.autocast():
                 loss_real, real_logits = self.D.loss(batch["gt"], real=True)
-                loss_fake, fake_logits = self.D.loss(fake.detach(), real=False)
+                loss_fake, fake_logits = self.D.loss(fake, real=False)
             loss = loss_real + loss_fake
             if not torch.isfinite(loss):
                 raise _Diverged(self.progress.global_step + 1)
@@ -224,15 +242,11 @@ class _Run:
 
     # ---- validation, checkpoints, weights --------------------------------------------------------
     def validate(self, final: bool):
-        if self.ema is not None:
-            self.ema.store(self.lora_params)
-            self.ema.copy_to(self.lora_params)
-        try:
+        """Score (and export) the EMA weights when use_ema, else the trained ones."""
+        averaged = self.ema.swapped_in(self.lora_params) if self.ema is not None else contextlib.nullcontext()
+        with averaged:
             result = self.validator.run(with_details=final, progress=self.progress_bar)
             weights = lora_state_dict(self.generator.unet)
-        finally:
-            if self.ema is not None:
-                self.ema.restore(self.lora_params)
         return result, weights
 
     def save_checkpoint(self) -> str:
@@ -247,13 +261,16 @@ class _Run:
         return path
 
     def load_checkpoint(self, path: str) -> None:
+        heads = torch.load(os.path.join(path, ckpt.DISC_FILE), weights_only=True)
+        if set(heads) != set(self.D.trainable_state_dict()):  # checked first: load_state would fail obscurely
+            raise WeightsError(f"The discriminator heads in checkpoint '{path}' do not fit this run's (written by an "
+                               "older hypir-sweep, or for another disc_backbone); start the run afresh.")
         self.accelerator.load_state(path)
         load_lora_weights(self.generator.unet, os.path.join(path, ckpt.LORA_FILE))
-        self.D.load_state_dict(torch.load(os.path.join(path, ckpt.DISC_FILE), weights_only=True), strict=False)
+        self.D.load_state_dict(heads, strict=False)
         if self.ema is not None and not self.cfg.resume_ema:
-            # resume_ema: false restarts the average from the resumed weights, as HYPIR does.
-            self.ema.shadow_params = [p.detach().clone() for p in self.lora_params]
-            self.ema.optimization_step = 0
+            # Restart the average from the resumed weights (HYPIR's restarts from its fresh LoRA: PARITY.md).
+            self.ema.reset(self.lora_params)
 
     def export_weights(self, weights: dict, name: str, round_info: dict | None = None) -> str:
         """Write HYPIR-format weights atomically; ``round_info`` (step, metrics) goes beside them as JSON."""
@@ -316,16 +333,14 @@ def train(config: Config, report: Report | None = None, progress_bar: bool = Tru
         while progress.global_step < cfg.max_train_steps:
             step = progress.global_step + 1
             faults.fire("step", step, run.output_dir)
-            micro = [run.prepare_micro_batch(next(data)) for _ in range(cfg.gradient_accumulation_steps)]
             log_grads = cfg.log_grad_steps > 0 and step % cfg.log_grad_steps == 0
-            logs = run.generator_step(micro, log_grads)
-            logs.update(run.discriminator_step(micro))
+            logs = run.train_step(data, log_grads)
             progress.global_step = step
             bar.update(1)
             bar.set_postfix(G=f"{logs['loss/G_total']:.3f}", D=f"{logs['loss/D']:.3f}")
             tracker.log(logs, step)
             if cfg.log_image_steps > 0 and step % cfg.log_image_steps == 0:
-                tracker.log_images({"train/LQ|pred|GT": _image_grid(micro[0])}, step)
+                tracker.log_images({"train/LQ|pred|GT": _image_grid(run.last_batch)}, step)
             final = step == cfg.max_train_steps
             result = None
             if step % cfg.validation_steps == 0 or final:

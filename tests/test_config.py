@@ -52,10 +52,13 @@ def test_original_seed_config_loads_with_documented_values():
     val = cfg.data_config.val
     assert val.val_dir == "/data/AIO/Val" and val.num_samples_per_type is None and val.batch_size == 1
     assert val.degradation_types == ["Blur", "Haze", "Lowlight", "Rain", "Snow"]
+    assert val.prompt == "high quality, sharp details"  # the users' trainer validates with this prompt
     weights = (cfg.lambda_gan, cfg.lambda_lpips, cfg.lambda_l2, cfg.lambda_l1, cfg.lambda_ssim)
     assert weights == (0.5, 5.0, 1.0, 1.0, 0.0)
     assert (cfg.lr_G, cfg.lr_D) == (1e-5, 1e-5) and isinstance(cfg.lr_G, float)
-    assert cfg.opt_kwargs.weight_decay == 0.0 and cfg.opt_kwargs.betas == [0.9, 0.999]
+    # No weight_decay in the file: torch's AdamW default 0.01, as in the users' trainer.
+    assert cfg.opt_kwargs.weight_decay == 0.01 and cfg.opt_kwargs.betas == [0.9, 0.999]
+    assert cfg.ema_warmup is False  # constant EMA decay, as the users' trainer
     assert (cfg.model_t, cfg.coeff_t, cfg.lora_rank, cfg.seed, cfg.ema_decay) == (200, 200, 256, 231, 0.999)
     assert cfg.lora_modules == DEFAULT_LORA_MODULES and len(cfg.lora_modules) == 13
     assert (cfg.mixed_precision, cfg.report_to, cfg.swanlab_project) == ("bf16", "swanlab", "HYPIR-training")

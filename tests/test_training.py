@@ -107,11 +107,12 @@ def test_resumed_run_continues_as_the_straight_one(short_run, tmp_path):
                                                    checkpointing_steps=3, resume_from_checkpoint="latest"))
     resumed = train(resumed_cfg, progress_bar=False)
     assert resumed.steps == 6 and [r["step"] for r in resumed.rounds] == [3, 6]
-    for a, b in zip(straight.rounds, resumed.rounds):
-        assert a["metrics"] == pytest.approx(b["metrics"], rel=1e-5, abs=1e-6)
+    # Bit-exact: same data, posterior draws, optimizer and EMA state, and the same kernels (the SD2 parts
+    # stay in eval mode; diffusers' train mode picks other kernels, 1e-6 apart, after the first validation).
+    assert [r["metrics"] for r in resumed.rounds] == [r["metrics"] for r in straight.rounds]
     w_straight = torch.load(straight.weights["final"], weights_only=True)
     w_resumed = torch.load(resumed.weights["final"], weights_only=True)
-    assert all(torch.allclose(w_straight[k], w_resumed[k], atol=1e-6) for k in w_straight)
+    assert all(torch.equal(w_straight[k], w_resumed[k]) for k in w_straight)
 
 
 def test_same_seed_gives_the_same_scores(short_run, tmp_path):
@@ -173,5 +174,5 @@ def test_resume_ema_false_restarts_the_average_from_the_resumed_weights(short_ru
     for resume_ema in (True, False):
         run = _Run(replace(cfg, resume_ema=resume_ema), progress_bar=False)
         run.load_checkpoint(checkpoint)
-        same = all(torch.equal(e, p) for e, p in zip(run.ema.shadow_params, run.lora_params))
+        same = all(torch.equal(e, p) for e, p in zip(run.ema.shadow, run.lora_params))
         assert same is (not resume_ema)
