@@ -74,6 +74,16 @@ def weights_step(weights_path: str) -> int | None:
         return None
 
 
+def export_weights(path: str, weights: dict, round_info: dict | None = None) -> str:
+    """Write HYPIR-format weights atomically; ``round_info`` (step, metrics) goes beside them as JSON."""
+    with disk_full_error(path):
+        torch.save(weights, path + ".tmp")
+        os.replace(path + ".tmp", path)
+        if round_info is not None:
+            write_json(weights_info_path(path), round_info)
+    return path
+
+
 def write_json(path: str, data: dict) -> None:
     with open(path + ".tmp", "w") as handle:
         json.dump(data, handle, indent=2, default=str)

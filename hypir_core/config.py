@@ -141,6 +141,7 @@ def _str_list(nonempty=True, allowed=None):
 
 
 _BOOL = _checker("true or false", lambda v: isinstance(v, bool))
+_AUTO_BOOL = _checker('true, false or "auto"', lambda v: isinstance(v, bool) or v == "auto")
 _FILE_LIST = _checker("a path ending in .parquet or .csv (the LQ/GT pair list)",
                       lambda v: isinstance(v, str) and v.lower().endswith((".parquet", ".csv")))
 _RESIZE = _checker('an integer >= 8 or "native"', lambda v: v == "native" or (_is_int(v) and v >= 8))
@@ -324,7 +325,10 @@ class Config:
     seed: int = _f(_int(0, 2**32 - 1), 231)
     max_train_steps: int = _f(_int(1))
     gradient_accumulation_steps: int = _f(_int(1), 1)
-    gradient_checkpointing: bool = _f(_BOOL, True)
+    # auto: off where the run fits its GPU share without it, on otherwise (hypir_core/speed.py); true/false force it.
+    gradient_checkpointing: bool | str = _f(_AUTO_BOOL, "auto")
+    compile: bool | str = _f(_AUTO_BOOL, "auto")  # torch.compile regions; auto: on for CUDA, off on the CPU
+    loss_read_steps: int = _f(_int(1), 10)  # the host reads the step losses every N steps (hypir_core/steplog.py)
     max_grad_norm: float = _f(_float(0, lo_open=True), 1.0)
     logging_dir: str = _f(_str(), "logs")
     report_to: str = _f(_choice(("swanlab", "none")), "swanlab")

@@ -288,6 +288,35 @@ def train_collate(items: list[dict | None]) -> dict[str, Any]:
     return batch
 
 
+def train_batches(dataset, train_cfg: Any, seed: int, progress, pin_memory: bool = False):
+    """Endless training batches in a seeded order per epoch, from where ``progress`` says (and advancing it).
+
+    ``progress`` has ``epoch``, ``batches_in_epoch`` and ``skipped_images``; the order comes from
+    (seed, epoch) and augmentation from (seed, epoch, index), so a resumed run sees what the
+    uninterrupted one would. An epoch's last partial batch is dropped.
+    """
+    batch_size = train_cfg.batch_size
+    while True:
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(
+            seed * 100_003 + progress.epoch)).tolist()
+        usable = len(order) // batch_size * batch_size
+        batch_indices = [order[i:i + batch_size] for i in range(0, usable, batch_size)]
+        if not batch_indices:
+            raise DataError(f"The training set has {len(order)} pairs, fewer than one batch of "
+                            f"{batch_size}; lower data_config.train.batch_size or add data.")
+        dataset.set_epoch(progress.epoch, seed)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=batch_indices[progress.batches_in_epoch:],
+            num_workers=train_cfg.dataloader_num_workers, collate_fn=train_collate, pin_memory=pin_memory,
+            persistent_workers=False, generator=torch.Generator().manual_seed(seed + progress.epoch))
+        for batch in loader:
+            progress.batches_in_epoch += 1
+            progress.skipped_images += batch.get("skipped", 0)
+            yield batch
+        progress.epoch += 1
+        progress.batches_in_epoch = 0
+
+
 @dataclass(frozen=True)
 class ValPair:
     """One validation pair: file paths of the degraded (LQ) and clean (GT) image."""

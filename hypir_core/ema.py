@@ -41,9 +41,10 @@ class LoraEMA:
         """One update towards the current weights (call after each generator optimizer step)."""
         self.num_updates += 1
         decay = self.decay_at(self.num_updates)
-        for average, param in zip(self.shadow, params):
-            # The reference's expression, operation for operation, so both round alike.
-            average.mul_(decay).add_((1 - decay) * param.detach())
+        # The reference's expression, operation for operation, so both round alike; as one kernel
+        # per operation over all tensors (foreach), not three per tensor.
+        torch._foreach_mul_(self.shadow, decay)
+        torch._foreach_add_(self.shadow, torch._foreach_mul([p.detach() for p in params], 1 - decay))
 
     @contextlib.contextmanager
     def swapped_in(self, params: list[torch.nn.Parameter]):

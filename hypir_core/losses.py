@@ -63,3 +63,23 @@ class GeneratorLoss(nn.Module):
             with disc_autocast():
                 terms["disc"], _ = discriminator.loss(pred, real=True)  # target 0.8, as D's real target
         return {term: value.float() * self.weights[term] for term, value in terms.items()}
+
+
+def term_grad_norms(terms: dict[str, torch.Tensor], named_params: dict[str, torch.Tensor],
+                    modules: list[str]) -> dict[str, torch.Tensor]:
+    """``grad_norm/<module>_<term>``: the gradient norm each loss term alone gives the parameters of each module.
+
+    ``named_params`` are the trainable parameters by name; a module matches the names containing
+    ``.<module>.``. The norms stay on the device (0-d tensors), read when logged.
+    """
+    norms = {}
+    for module in modules:
+        params = [p for name, p in named_params.items() if f".{module}." in f".{name}"]
+        if not params:
+            continue
+        for term, value in terms.items():
+            grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+            squares = [g.float().pow(2).sum() for g in grads if g is not None]
+            norms[f"grad_norm/{module}_{term}"] = (torch.stack(squares).sum().sqrt() if squares
+                                                   else torch.zeros((), device=value.device))
+    return norms

@@ -100,11 +100,51 @@ def create_lpips(device, as_loss: bool, weights: str = "pretrained") -> nn.Modul
 
 
 def create_ssim_y(device, as_loss: bool) -> nn.Module:
-    """pyiqa SSIM on the Y channel of YCbCr (BasicSR/MATLAB convention); inputs in [0, 1]."""
+    """pyiqa SSIM on the Y channel of YCbCr (BasicSR/MATLAB convention); inputs in [0, 1].
+
+    As a loss: ``SSIMYLoss``, the same computation with its constant tensors made once.
+    """
     import pyiqa
 
+    if as_loss:
+        return SSIMYLoss(device)
     return pyiqa.create_metric("ssim", as_loss=as_loss, device=torch.device(device),
                                test_y_channel=True, color_space="ycbcr")
+
+
+class SSIMYLoss(nn.Module):
+    """pyiqa's SSIM-Y as a loss (``create_metric("ssim", as_loss=True, test_y_channel=True, color_space="ycbcr")``).
+
+    pyiqa makes its YCbCr matrix and Gaussian window as CPU tensors on every call and copies them to
+    the GPU, each copy a host sync in the middle of a training step. This keeps them on the device and
+    runs pyiqa's own ``ssim`` on the Y channel its ``preprocess_rgb`` computes, operation for operation:
+    same values and gradients (tests/test_speed.py compares them with pyiqa's, bit for bit).
+    """
+
+    def __init__(self, device="cpu"):
+        super().__init__()
+        from pyiqa.matlab_utils import fspecial
+
+        self.register_buffer("window", fspecial(11, 1.5, 1).to(device=device, dtype=torch.float64), persistent=False)
+        self.register_buffer("rgb_to_ycbcr", torch.tensor([[65.481, -37.797, 112.0], [128.553, -74.203, -93.786],
+                                                           [24.966, 112.0, -18.214]], device=device), persistent=False)
+        self.register_buffer("ycbcr_bias", torch.tensor([16.0, 128.0, 128.0], device=device).view(1, 3, 1, 1),
+                             persistent=False)
+
+    def _y(self, x: torch.Tensor) -> torch.Tensor:
+        # pyiqa's rgb2ycbcr, to_y_channel(x, 255) and preprocess_rgb's rounding (straight-through), then float64.
+        ycbcr = torch.matmul(x.permute(0, 2, 3, 1), self.rgb_to_ycbcr.to(x)).permute(0, 3, 1, 2) + self.ycbcr_bias.to(x)
+        y = (ycbcr / 255.0)[:, [0], :, :] * 255
+        y = y - y.detach() + y.round()
+        y = y - y.detach() + y.round()
+        return y.to(torch.float64)
+
+    def forward(self, restored: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """Per-image SSIM-Y of images in [0, 1], differentiable."""
+        from pyiqa.archs.ssim_arch import ssim
+
+        with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True):  # as pyiqa runs it
+            return ssim(self._y(restored), self._y(reference), win=self.window, data_range=255, downsample=False)
 
 
 def create_psnr_y(device) -> nn.Module:
@@ -145,7 +185,7 @@ class QualityMetrics(nn.Module):
         from pyiqa.archs.lpips_arch import normalize_tensor
 
         net = self.lpips.net  # pyiqa's LPIPS module: its own scaling, VGG slices and heads
-        return [normalize_tensor(f) for f in net.net.forward(net.scaling_layer(2 * images - 1))]
+        return [normalize_tensor(f) for f in net.net(net.scaling_layer(2 * images - 1))]
 
     @torch.no_grad()
     def lpips_reference(self, gt: torch.Tensor) -> list[torch.Tensor]:

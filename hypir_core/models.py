@@ -184,6 +184,8 @@ class OneStepGenerator(nn.Module):
         self.alpha_prod = parts.scheduler.alphas_cumprod[coeff_t]  # a CPU scalar tensor, as scheduler.step uses
         self.prediction_type = parts.scheduler.config.prediction_type
         self.scaling_factor = parts.vae.config.scaling_factor
+        # Read once: diffusers' ``.dtype`` walks every submodule, and the forward needs it each call.
+        self.unet_dtype, self.vae_dtype = parts.unet.dtype, parts.vae.dtype
         self.unet_autocast = contextlib.nullcontext
 
     def train(self, mode: bool = True):
@@ -204,9 +206,21 @@ class OneStepGenerator(nn.Module):
         return self.text_encoder(ids.to(device))[0]
 
     def encode_lq(self, lq: torch.Tensor, sample: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Latent of an LQ image in [-1, 1]: a posterior sample for training, its mode for validation."""
-        dist = self.vae.encode(lq.to(self.vae.dtype)).latent_dist
-        z = dist.sample(generator) if sample else dist.mode()
+        """Latent of an LQ image in [-1, 1]: a posterior sample for training, its mode for validation.
+
+        With a CPU ``generator`` the sample is diffusers' ``latent_dist.sample(generator)`` (the noise drawn
+        on the CPU in the latent's dtype), its noise copied to the GPU from pinned memory without a host sync.
+        """
+        dist = self.vae.encode(lq.to(self.vae_dtype)).latent_dist
+        if not sample:
+            z = dist.mode()
+        elif generator is None or generator.device.type != "cpu":
+            z = dist.sample(generator)
+        else:
+            noise = torch.randn(dist.mean.shape, generator=generator, dtype=dist.parameters.dtype)
+            if dist.mean.device.type == "cuda":
+                noise = noise.pin_memory().to(dist.mean.device, non_blocking=True)
+            z = dist.mean + dist.std * noise
         return z * self.scaling_factor
 
     def pred_x0(self, model_output: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -221,8 +235,8 @@ class OneStepGenerator(nn.Module):
     def forward(self, z_lq: torch.Tensor, text_embed: torch.Tensor) -> torch.Tensor:
         """Restored image in [-1, 1] (unclamped, float32) from the scaled LQ latent."""
         timesteps = torch.full((z_lq.shape[0],), self.model_t, dtype=torch.long, device=z_lq.device)
-        dtype = self.unet.dtype
+        dtype = self.unet_dtype
         with self.unet_autocast():
             eps = self.unet(z_lq.to(dtype), timesteps, encoder_hidden_states=text_embed.to(dtype)).sample
         z0 = self.pred_x0(eps.float(), z_lq)
-        return self.vae.decode(z0.to(self.vae.dtype) / self.scaling_factor).sample.float()
+        return self.vae.decode(z0.to(self.vae_dtype) / self.scaling_factor).sample.float()

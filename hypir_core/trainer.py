@@ -8,13 +8,16 @@ A global step is HYPIR's (trainer/base.py ``run``): a generator step on the next
 gradient accumulation), an EMA update, then a discriminator step on the batch after it, with its
 own posterior sample and the generator re-run after its update: two batches per step. PARITY.md
 lists each aspect against the users' trainer.
+
+Nothing inside a step waits for the GPU: its losses stay on the device and are read every
+``loss_read_steps`` steps (hypir_core/steplog.py), where a NaN/inf ends the run. Gradient
+checkpointing and torch.compile are chosen per device (hypir_core/speed.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,15 +28,16 @@ import torch
 from tqdm.auto import tqdm
 
 from hypir_core import checkpoint as ckpt
-from hypir_core import faults
+from hypir_core import faults, speed
 from hypir_core.config import Config, config_to_dict
-from hypir_core.data import build_train_dataset, scan_val_set, train_collate
+from hypir_core.data import build_train_dataset, scan_val_set, train_batches
 from hypir_core.discriminator import Discriminator
 from hypir_core.ema import LoraEMA
 from hypir_core.errors import OOM_ADVICE, WeightsError
-from hypir_core.losses import TERMS, GeneratorLoss
+from hypir_core.losses import TERMS, GeneratorLoss, term_grad_norms
 from hypir_core.metrics import QualityMetrics
 from hypir_core.models import OneStepGenerator, add_lora, load_lora_weights, load_sd2, lora_state_dict
+from hypir_core.steplog import StepLosses
 from hypir_core.tracking import make_tracker
 from hypir_core.validation import Validator
 
@@ -82,13 +86,20 @@ class _Run:
         # Data first: a bad path or layout fails in seconds, before any weights load.
         self.dataset = build_train_dataset(cfg.data_config.train, skip_bad_images=cfg.skip_bad_images)
         val_pairs = scan_val_set(cfg.data_config.val)
+        # Gradient checkpointing and torch.compile: each forced by its key, or chosen here (hypir_core/speed.py).
+        self.speed = speed.plan(cfg, self.device)
+        for line in self.speed.lines():
+            logger.info(line)
         self.init_generator()
         self.init_discriminator()
+        speed.cast_once(self.generator.unet, self.D.backbone, self.dtype, self.device)
         self.init_optimizers()
         self.loss_fn = GeneratorLoss.from_config(cfg, device=self.device)
         # The generator autocasts its UNet itself (unet_autocast), so validation needs no outer autocast.
         self.validator = Validator(cfg.data_config.val, self.generator,
                                    QualityMetrics(self.device, cfg.lpips_weights), self.device, pairs=val_pairs)
+        if self.speed.compile:
+            self.compile_regions()
         self.progress = ckpt.TrainProgress()
         self.progress.posterior_rng.manual_seed(cfg.seed)
         self.accelerator.register_for_checkpointing(self.progress)
@@ -100,7 +111,7 @@ class _Run:
     def init_generator(self):
         cfg = self.cfg
         parts = load_sd2(cfg.base_model_path, self.dtype, self.device)
-        if cfg.gradient_checkpointing:
+        if self.speed.checkpointing:
             parts.unet.enable_gradient_checkpointing()
         self.lora_params = add_lora(parts.unet, cfg.lora_rank, cfg.lora_modules)
         if cfg.init_lora_from:
@@ -121,36 +132,22 @@ class _Run:
         # opt_kwargs defaults are torch's AdamW defaults (weight_decay 0.01), which HYPIR relies on.
         cfg, kwargs = self.cfg, config_to_dict(self.cfg.opt_kwargs)
         kwargs["betas"] = tuple(kwargs["betas"])
+        if self.speed.fused_adamw:
+            kwargs["fused"] = True  # one kernel for all LoRA tensors (compile on, CUDA)
         opt_G = torch.optim.AdamW(self.lora_params, lr=cfg.lr_G, **kwargs)
         opt_D = torch.optim.AdamW(self.D_params, lr=cfg.lr_D, **kwargs)
         self.opt_G, self.opt_D = self.accelerator.prepare(opt_G, opt_D)
 
+    def compile_regions(self) -> list[torch.nn.Module]:
+        """torch.compile UNet blocks, VAE, discriminator backbone and both LPIPS networks, in place."""
+        lpips = [self.loss_fn.lpips, self.validator.metrics.lpips]
+        return speed.compile_regions(self.generator, self.D.backbone, lpips)
+
     # ---- data ----------------------------------------------------------------------------------
     def batches(self):
         """Endless batches in a seeded order per epoch, starting where the progress says."""
-        cfg = self.cfg.data_config.train
-        while True:
-            order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(
-                self.cfg.seed * 100_003 + self.progress.epoch)).tolist()
-            usable = len(order) // cfg.batch_size * cfg.batch_size
-            batch_indices = [order[i:i + cfg.batch_size] for i in range(0, usable, cfg.batch_size)]
-            if not batch_indices:
-                from hypir_core.errors import DataError
-
-                raise DataError(f"The training set has {len(order)} pairs, fewer than one batch of "
-                                f"{cfg.batch_size}; lower data_config.train.batch_size or add data.")
-            self.dataset.set_epoch(self.progress.epoch, self.cfg.seed)
-            loader = torch.utils.data.DataLoader(
-                self.dataset, batch_sampler=batch_indices[self.progress.batches_in_epoch:],
-                num_workers=cfg.dataloader_num_workers, collate_fn=train_collate,
-                pin_memory=self.device.type == "cuda", persistent_workers=False,
-                generator=torch.Generator().manual_seed(self.cfg.seed + self.progress.epoch))
-            for batch in loader:
-                self.progress.batches_in_epoch += 1
-                self.progress.skipped_images += batch.get("skipped", 0)
-                yield batch
-            self.progress.epoch += 1
-            self.progress.batches_in_epoch = 0
+        return train_batches(self.dataset, self.cfg.data_config.train, self.cfg.seed, self.progress,
+                             pin_memory=self.device.type == "cuda")
 
     def text_embed(self, prompts: list[str]) -> torch.Tensor:
         for prompt in set(prompts) - set(self.prompt_cache):
@@ -158,62 +155,66 @@ class _Run:
         return torch.stack([self.prompt_cache[p] for p in prompts])
 
     # ---- one global step -------------------------------------------------------------------------
-    def train_step(self, data, log_grads: bool) -> dict[str, float]:
-        """G on the next batch(es), EMA update, then D on the batch(es) after: HYPIR's alternation."""
+    def train_step(self, data, log_grads: bool, mark: Callable[[str], None] | None = None) -> dict[str, torch.Tensor]:
+        """G on the next batch(es), EMA update, then D on the batch(es) after: HYPIR's alternation.
+
+        Returns the step's logs as 0-d device tensors: nothing in a step waits for the GPU (the loop reads
+        them every few steps, hypir_core/steplog.py). ``mark(stage)`` is called as each stage ends
+        (prep_G, G, EMA, prep_D, D): bench/gpu_train.py times the stages with it.
+        """
+        mark = mark or (lambda stage: None)
         accum = self.cfg.gradient_accumulation_steps
         g_batches = [self.prepare_micro_batch(next(data)) for _ in range(accum)]
+        mark("prep_G")
         logs = self.generator_step(g_batches, log_grads)
+        mark("G")
         if self.ema is not None:
             self.ema.update(self.lora_params)
+        mark("EMA")
         d_batches = [self.prepare_micro_batch(next(data)) for _ in range(accum)]
+        mark("prep_D")
         logs.update(self.discriminator_step(d_batches))
+        mark("D")
         self.last_batch = g_batches[0]
         return logs
 
-    def generator_step(self, micro_batches, log_grads: bool) -> dict[str, float]:
-        """One G update over the micro-batches; returns the mean of each loss term."""
+    def generator_step(self, micro_batches, log_grads: bool) -> dict[str, torch.Tensor]:
+        """One G update over the micro-batches; returns the mean of each loss term (device tensors)."""
         # D's heads in eval mode: G's adversarial forward runs no spectral-norm power iteration.
         self.D.eval()
         self.D.heads.requires_grad_(False)
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}
         accum = len(micro_batches)
         for index, batch in enumerate(micro_batches):
-            pred = self.generator(batch["z_lq"], batch["text"])
-            terms = self.loss_fn(pred, batch["gt"], self.D, disc_autocast=self.accelerator.autocast)
+            per_term = log_grads and index == 0
+            # Per-term gradients re-run the backward (retain_graph), which compiled backwards refuse: that
+            # forward runs eager.
+            eager = torch.compiler.set_stance("force_eager") if per_term and self.speed.compile else None
+            with eager or contextlib.nullcontext():
+                pred = self.generator(batch["z_lq"], batch["text"])
+                terms = self.loss_fn(pred, batch["gt"], self.D, disc_autocast=self.accelerator.autocast)
             total = sum(terms.values())
-            if not torch.isfinite(total):
-                raise _Diverged(self.progress.global_step + 1)
-            if log_grads and index == 0:
+            if per_term:
                 sums.update(self.term_grad_norms(terms))
             self.accelerator.backward(total / accum)
             for term, value in terms.items():
-                key = "loss/" + TERMS[term][1]
-                sums[key] = sums.get(key, 0.0) + value.item() / accum
-            sums["loss/G_total"] = sums.get("loss/G_total", 0.0) + total.item() / accum
+                _accumulate(sums, "loss/" + TERMS[term][1], value.detach() / accum)
+            _accumulate(sums, "loss/G_total", total.detach() / accum)
             batch["pred"] = pred.detach()
         self.accelerator.clip_grad_norm_(self.lora_params, self.cfg.max_grad_norm)
         self.opt_G.step()
         self.opt_G.zero_grad(set_to_none=True)
         return sums
 
-    def term_grad_norms(self, terms: dict[str, torch.Tensor]) -> dict[str, float]:
+    def term_grad_norms(self, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """grad_norm/<module>_<term>: how hard each loss term pulls on the logged modules' LoRA weights."""
-        norms = {}
-        for module in self.cfg.log_grad_modules:
-            params = [p for n, p in zip(self.lora_names, self.lora_params) if f".{module}." in f".{n}"]
-            if not params:
-                continue
-            for term, value in terms.items():
-                grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
-                norm = math.sqrt(sum(float(g.float().pow(2).sum()) for g in grads if g is not None))
-                norms[f"grad_norm/{module}_{term}"] = norm
-        return norms
+        return term_grad_norms(terms, dict(zip(self.lora_names, self.lora_params)), self.cfg.log_grad_modules)
 
-    def discriminator_step(self, micro_batches) -> dict[str, float]:
+    def discriminator_step(self, micro_batches) -> dict[str, torch.Tensor]:
         """One D update: real GT against the generator's output (after this step's G update) on D's own batches."""
         self.D.train()
         self.D.heads.requires_grad_(True)
-        sums = {"loss/D": 0.0, "loss/D_logits_real": 0.0, "loss/D_logits_fake": 0.0}
+        sums: dict[str, torch.Tensor] = {}
         accum = len(micro_batches)
         for batch in micro_batches:
             with torch.no_grad():
@@ -222,20 +223,20 @@ class _Run:
                 loss_real, real_logits = self.D.loss(batch["gt"], real=True)
                 loss_fake, fake_logits = self.D.loss(fake, real=False)
             loss = loss_real + loss_fake
-            if not torch.isfinite(loss):
-                raise _Diverged(self.progress.global_step + 1)
             self.accelerator.backward(loss / accum)
-            sums["loss/D"] += loss.item() / accum
-            sums["loss/D_logits_real"] += float(np.mean([level.mean().item() for level in real_logits])) / accum
-            sums["loss/D_logits_fake"] += float(np.mean([level.mean().item() for level in fake_logits])) / accum
+            _accumulate(sums, "loss/D", loss.detach() / accum)
+            for name, logits in (("real", real_logits), ("fake", fake_logits)):
+                mean = torch.stack([level.detach().float().mean() for level in logits]).mean()
+                _accumulate(sums, f"loss/D_logits_{name}", mean / accum)
         self.accelerator.clip_grad_norm_(self.D_params, self.cfg.max_grad_norm)
         self.opt_D.step()
         self.opt_D.zero_grad(set_to_none=True)
         return sums
 
     def prepare_micro_batch(self, batch) -> dict:
-        lq = (batch["LQ"].to(self.device) * 2 - 1).float()
-        gt = (batch["GT"].to(self.device) * 2 - 1).float()
+        # Batches come pinned on CUDA (the loader's pin_memory), so the copies need not wait for the GPU.
+        lq = (batch["LQ"].to(self.device, non_blocking=True) * 2 - 1).float()
+        gt = (batch["GT"].to(self.device, non_blocking=True) * 2 - 1).float()
         with torch.no_grad():  # a posterior sample, as HYPIR trains; its own seeded RNG survives resume
             z = self.generator.encode_lq(lq, sample=True, generator=self.progress.posterior_rng)
         return {"lq": lq, "gt": gt, "z_lq": z, "text": self.text_embed(list(batch["txt"]))}
@@ -274,13 +275,11 @@ class _Run:
 
     def export_weights(self, weights: dict, name: str, round_info: dict | None = None) -> str:
         """Write HYPIR-format weights atomically; ``round_info`` (step, metrics) goes beside them as JSON."""
-        path = os.path.join(self.output_dir, name)
-        with ckpt.disk_full_error(path):
-            torch.save(weights, path + ".tmp")
-            os.replace(path + ".tmp", path)
-            if round_info is not None:
-                ckpt.write_json(ckpt.weights_info_path(path), round_info)
-        return path
+        return ckpt.export_weights(os.path.join(self.output_dir, name), weights, round_info)
+
+
+def _accumulate(sums: dict[str, torch.Tensor], key: str, value: torch.Tensor) -> None:
+    sums[key] = value if key not in sums else sums[key] + value
 
 
 class StopTraining(Exception):
@@ -329,21 +328,36 @@ def train(config: Config, report: Report | None = None, progress_bar: bool = Tru
         weights_paths["best"] = best_path  # else it holds a round of an interrupted attempt, after the resume point
     data = run.batches()
     bar = tqdm(total=cfg.max_train_steps, initial=progress.global_step, desc="Training", disable=not progress_bar)
+    losses = StepLosses(cfg.loss_read_steps)
+
+    def read_losses():
+        """Log every step since the last read (one transfer); a NaN/inf ends the run at the step it appeared."""
+        rows, diverged_at = losses.read()
+        for logged_step, values in rows:
+            if diverged_at is not None and logged_step >= diverged_at:
+                raise _Diverged(diverged_at)
+            tracker.log(values, logged_step)
+        if rows:
+            bar.set_postfix(G=f"{rows[-1][1]['loss/G_total']:.3f}", D=f"{rows[-1][1]['loss/D']:.3f}")
+
     try:
         while progress.global_step < cfg.max_train_steps:
             step = progress.global_step + 1
             faults.fire("step", step, run.output_dir)
             log_grads = cfg.log_grad_steps > 0 and step % cfg.log_grad_steps == 0
-            logs = run.train_step(data, log_grads)
+            losses.add(step, run.train_step(data, log_grads))
             progress.global_step = step
             bar.update(1)
-            bar.set_postfix(G=f"{logs['loss/G_total']:.3f}", D=f"{logs['loss/D']:.3f}")
-            tracker.log(logs, step)
-            if cfg.log_image_steps > 0 and step % cfg.log_image_steps == 0:
-                tracker.log_images({"train/LQ|pred|GT": _image_grid(run.last_batch)}, step)
             final = step == cfg.max_train_steps
+            validating = step % cfg.validation_steps == 0 or final
+            saving = step % cfg.checkpointing_steps == 0
+            logging_images = cfg.log_image_steps > 0 and step % cfg.log_image_steps == 0
+            if losses.due(step) or validating or saving or logging_images:
+                read_losses()  # before a round, a checkpoint or images: a diverged run must not reach them
+            if logging_images:
+                tracker.log_images({"train/LQ|pred|GT": _image_grid(run.last_batch)}, step)
             result = None
-            if step % cfg.validation_steps == 0 or final:
+            if validating:
                 result, weights = run.validate(final)
                 progress.rounds.append({"step": step, "metrics": result.metrics})
                 tracker.log(result.metrics, step)
@@ -359,7 +373,7 @@ def train(config: Config, report: Report | None = None, progress_bar: bool = Tru
                           f"(PSNR {result.metrics['val/PSNR']:.3f}, SSIM {result.metrics['val/SSIM']:.4f}, "
                           f"LPIPS {result.metrics['val/LPIPS']:.4f})")
             # Checkpoint after validation so the saved history includes this step's round.
-            saved = run.save_checkpoint() if step % cfg.checkpointing_steps == 0 else None
+            saved = run.save_checkpoint() if saving else None
             if final:
                 # Before the last report: a caller may end the process as soon as it has the result.
                 tracker.finish("success")
