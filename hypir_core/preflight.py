@@ -108,6 +108,23 @@ def check_data(cfg) -> list[Check]:
     return checks
 
 
-def preflight(cfg) -> list[Check]:
-    """Every check a run needs before it starts."""
-    return [check_model(cfg.base_model_path), *check_data(cfg), check_lpips(cfg), check_discriminator(cfg)]
+def check_speed(cfg, device: str | None = None, gpu_share: float | None = None) -> list[Check]:
+    """Gradient checkpointing and torch.compile as a run of ``cfg`` chooses them on ``device`` (default: here).
+
+    ``gpu_share``: the fraction of the GPU the run gets (a sweep's resources.gpu; default
+    ``HYPIR_SWEEP_GPU_SHARE`` or 1).
+    """
+    import torch
+
+    from hypir_core.speed import plan
+
+    chosen = plan(cfg, device or ("cuda" if torch.cuda.is_available() else "cpu"), share=gpu_share)
+    return [Check(name, True, ("on: " if on else "off: ") + why) for name, on, why in (
+        ("gradient checkpointing", chosen.checkpointing, chosen.checkpointing_reason),
+        ("torch.compile", chosen.compile, chosen.compile_reason))]
+
+
+def preflight(cfg, device: str | None = None, gpu_share: float | None = None) -> list[Check]:
+    """Every check a run needs before it starts, and the speed settings it will choose."""
+    return [check_model(cfg.base_model_path), *check_data(cfg), check_lpips(cfg), check_discriminator(cfg),
+            *check_speed(cfg, device, gpu_share)]

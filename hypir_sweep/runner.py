@@ -209,7 +209,8 @@ def dry_run(spec_path: str) -> int:
         shown.update({k: getattr(cfg, k) for k in spec.ties if hasattr(cfg, k)})
         console.print(f"trial {index + 1} ({label}): " + ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
 
-    checks = preflight(spec.base)
+    gpu = spec.resources.gpu
+    checks = preflight(spec.base, device="cuda" if gpu > 0 else "cpu", gpu_share=gpu if gpu > 0 else None)
     table = Table(title="Preflight checks (base config)")
     for column in ("check", "status", "detail"):
         table.add_column(column, overflow="fold")

@@ -94,6 +94,10 @@ def run_trial(params: dict, spec: SweepSpec, experiment_dir: str | None) -> None
     """
     if spec.resources.gpu <= 0:
         use_cpu_only()
+    else:
+        from hypir_core.speed import GPU_SHARE_ENV
+
+        os.environ[GPU_SHARE_ENV] = f"{spec.resources.gpu:g}"  # gradient_checkpointing: auto sizes the run to it
     import torch
     from ray import tune
 
