@@ -3,6 +3,8 @@
 
   python bench/validation.py [--rounds 3]                       tiny model, demo val set, CPU
   python bench/validation.py --gpu [--images 500] [--size 512]  SD2.1-base shapes, random weights, bf16
+  add --compile for the trainer's compiled path (hypir_core.speed), --ours-only to skip the users' loop,
+  --json PATH to write the numbers
 
 The users' loop (their train.py's validation): batch 1, every image read from disk each round, the
 prompt re-encoded per image, a VAE posterior sample, metrics built once. Ours: the validation set
@@ -13,6 +15,7 @@ same pyiqa metrics. Prints both times per round and, last, the ratio.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -82,6 +85,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--allow-cpu", action="store_true", help="with --gpu: smoke-test on CPU (timings meaningless)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile UNet blocks, VAE and LPIPS, as a run")
+    parser.add_argument("--ours-only", action="store_true", help="skip the users' loop")
+    parser.add_argument("--json", help="write the numbers to this file")
     args = parser.parse_args()
 
     os.environ.setdefault("HYPIR_SWEEP_CACHE", os.path.join(tempfile.gettempdir(), "hypir-sweep-bench"))
@@ -108,6 +114,11 @@ def main() -> None:
     parts = load_sd2(model, dtype, device)
     generator = OneStepGenerator(parts, 200, 200)
     metrics = QualityMetrics(device, "random")
+    if args.compile:
+        from hypir_core import speed
+
+        speed.cast_once(generator.unet, None, dtype, device)  # the UNet runs under autocast here, as in a run
+        speed.compile_regions(generator, None, [metrics.lpips])
     val_cfg = SimpleNamespace(val_dir=val_dir, degradation_types=["Blur", "Haze", "Lowlight", "Rain", "Snow"],
                               num_samples_per_type=None, batch_size=args.batch, prompt="", resize=args.size,
                               quantize=True)
@@ -116,19 +127,33 @@ def main() -> None:
 
     setup, validator = _timed(lambda: Validator(val_cfg, generator, metrics, device, autocast), device)
     ours, theirs = [], []
+    scores = []
     for round_index in range(args.rounds):
         t_ours, score_ours = _timed(lambda: validator.run().metrics["val/Final_Score"], device)
-        t_theirs, score_theirs = _timed(
-            lambda: users_loop(generator, metrics, pairs, "", args.size, device, autocast), device)
         ours.append(t_ours)
-        theirs.append(t_theirs)
-        print(f"round {round_index + 1}: ours {t_ours:.2f} s (Final_Score {score_ours:.4f}), "
-              f"users' loop {t_theirs:.2f} s (Final_Score {score_theirs:.4f})")
+        scores.append(score_ours)
+        line = f"round {round_index + 1}: ours {t_ours:.2f} s (Final_Score {score_ours:.4f})"
+        if not args.ours_only:
+            t_theirs, score_theirs = _timed(
+                lambda: users_loop(generator, metrics, pairs, "", args.size, device, autocast), device)
+            theirs.append(t_theirs)
+            line += f", users' loop {t_theirs:.2f} s (Final_Score {score_theirs:.4f})"
+        print(line, flush=True)
     print_stage_times(validator, metrics, device)
-    print(f"ours: cache setup {setup:.2f} s once, then {np.median(ours):.2f} s/round "
-          f"({len(pairs) / np.median(ours):.1f} images/s); users' loop {np.median(theirs):.2f} s/round "
-          f"({len(pairs) / np.median(theirs):.1f} images/s)")
-    print(f"ratio (users' loop / ours, median round): {np.median(theirs) / np.median(ours):.2f}x")
+    # With --compile the first round compiles: the rounds after it are the steady state.
+    steady = ours[1:] if args.compile and len(ours) > 1 else ours
+    print(f"ours: cache setup {setup:.2f} s once, then {np.median(steady):.2f} s/round "
+          f"({len(pairs) / np.median(steady):.1f} images/s)"
+          + (f"; users' loop {np.median(theirs):.2f} s/round ({len(pairs) / np.median(theirs):.1f} images/s)"
+             if theirs else ""))
+    if theirs:
+        print(f"ratio (users' loop / ours, median round): {np.median(theirs) / np.median(steady):.2f}x")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+                       "images": len(pairs), "size": args.size, "batch": args.batch, "compile": args.compile,
+                       "setup_s": setup, "rounds_s": ours, "steady_s_per_round": float(np.median(steady)),
+                       "final_scores": scores, "users_loop_rounds_s": theirs}, handle, indent=2)
 
 
 if __name__ == "__main__":
