@@ -178,8 +178,10 @@ def _losses_and_score(tmp_path, monkeypatch, name, **extra):
 
     recorder = _recorder(monkeypatch)
     start = time.perf_counter()
+    # Validation batches of 4, as training's: the compiled run reuses the D step's no-grad graphs.
     cfg = load_config(TINY, tiny_overrides(tmp_path / name, max_train_steps=20, validation_steps=20,
-                                           checkpointing_steps=100, log_grad_steps=10, **extra))
+                                           checkpointing_steps=100, log_grad_steps=10,
+                                           **{"data_config.val.batch_size": 4}, **extra))
     summary = trainer.train(cfg, progress_bar=False)
     assert summary.status == "completed"
     losses = {step: {k: v for k, v in m.items() if k.startswith("loss/")} for step, m in recorder.logged.items()
