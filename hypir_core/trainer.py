@@ -40,6 +40,7 @@ from hypir_core.validation import Validator
 logger = logging.getLogger("hypir_core")
 Report = Callable[[dict, "str | None"], None]
 BEST_WEIGHTS, FINAL_WEIGHTS = ckpt.BEST_WEIGHTS, ckpt.FINAL_WEIGHTS
+VAL_IMAGES = "val_images"  # the final round's LQ | restored | GT crops per degradation type
 
 
 @dataclass
@@ -353,6 +354,7 @@ def train(config: Config, report: Report | None = None, progress_bar: bool = Tru
                 if final:
                     weights_paths["final"] = run.export_weights(weights, FINAL_WEIGHTS, progress.rounds[-1])
                     result.write_csv(os.path.join(run.output_dir, "val_per_image.csv"))
+                    result.save_crops(os.path.join(run.output_dir, VAL_IMAGES))
                     tracker.log_images({f"val/{t}": g for t, g in result.grids.items()}, step,
                                        caption="LQ | restored | GT")
                 bar.write(f"step {step}: Final_Score {result.metrics['val/Final_Score']:.4f} "

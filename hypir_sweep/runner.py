@@ -92,6 +92,7 @@ def make_searcher(spec: SweepSpec):
     storage = optuna.storages.RDBStorage(spec.optuna_storage)
     return SweepSearch(metric=spec.metric, mode=spec.mode, sampler=optuna.samplers.TPESampler(seed=spec.search.seed),
                        study_name=spec.name, storage=storage, max_rounds=spec.max_rounds,
+                       objectives=[(o.metric, o.mode) for o in spec.objectives] or None,
                        points_to_evaluate=[dict(p) for p in spec.search.points_to_evaluate] or None)
 
 
@@ -182,6 +183,9 @@ def dry_run(spec_path: str) -> int:
         console.print("[yellow]hyperband compares trials of a bracket only when they run side by side; with "
                       f"max_concurrent_trials {s.max_concurrent_trials} it stops few or none (asha does not "
                       "need this).[/yellow]")
+    if spec.objectives:
+        console.print("objectives (Pareto front): " + ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives)
+                      + f"; early stopping on {spec.metric}")
     console.print(f"resources per trial: {spec.resources.gpu:g} GPU, {spec.resources.cpu:g} CPU; "
                   f"metric {spec.metric} ({spec.mode}); results in {spec.sweep_dir}; tracking {spec.tracking.report_to}")
     for warning in spec.warnings:
@@ -196,7 +200,8 @@ def dry_run(spec_path: str) -> int:
 
     # The first configs the sweep will try: the same seeded TPE sampler over the same distributions.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize" if spec.mode == "max" else "minimize",
+    modes = [o.mode for o in spec.objectives] or [spec.mode]
+    study = optuna.create_study(directions=["maximize" if m == "max" else "minimize" for m in modes],
                                 sampler=optuna.samplers.TPESampler(seed=s.seed))
     for point in s.points_to_evaluate:
         study.enqueue_trial(dict(point))
@@ -401,6 +406,10 @@ def prune_weights(spec: SweepSpec, sweep) -> list[str]:
     """
     ended = [row for row in sweep.rows if row.terminated]
     keep = {row.path for row in [r for r in sweep.rows if math.isfinite(r.best)][:spec.keep_top_k]}
+    if sweep.objectives:  # every point of a Pareto front may be the one a user picks
+        from hypir_sweep.pareto import front
+
+        keep |= {row.path for row in front(sweep)}
     pruned = []
     for row in ended:
         if row.path in keep:
@@ -434,6 +443,12 @@ def print_outcome(spec: SweepSpec, sweep, results, elapsed: float, pruned: list[
                   if spec.remote_storage or os.path.exists(weights) else "  weights: not kept (keep_top_k: 0)")
     if pruned:
         console.print(f"Weights kept for the top {spec.keep_top_k} trials; removed from {len(pruned)} others.")
+    if spec.objectives:
+        from hypir_sweep.pareto import front
+
+        console.print(f"Pareto front ({', '.join(o.metric for o in spec.objectives)}): {len(front(sweep))} trials; "
+                      f"pick one with python analyze.py {spec.sweep_dir} --pick knee (or --pick "
+                      f"\"val/LPIPS<=0.08\" --maximize val/PSNR).")
     console.print(f"Study: optuna.load_study(study_name='{spec.name}', storage='{spec.optuna_storage}')")
     console.print(f"Leaderboard, best config and plots: python analyze.py {spec.sweep_dir}")
     return 0 if not errors else 1

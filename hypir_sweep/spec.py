@@ -96,6 +96,14 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Objective:
+    """One metric of a multi-objective (Pareto) sweep and whether higher or lower is better."""
+
+    metric: str
+    mode: str
+
+
+@dataclass(frozen=True)
 class Tracking:
     report_to: str
     project: str
@@ -123,6 +131,9 @@ class SweepSpec:
     max_failures: int
     raw: dict = field(compare=False, repr=False)
     warnings: tuple[str, ...] = ()  # what is allowed but probably not meant; printed by --dry-run and at the start
+    # Pareto sweeps: the metrics the study trades off. ``metric``/``mode`` stay the scalar the scheduler
+    # stops on (and that ranks the leaderboard).
+    objectives: tuple[Objective, ...] = ()
 
     @property
     def max_rounds(self) -> int:
@@ -383,7 +394,8 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
         raw = read_yaml(spec_path, "Sweep spec")
     except ConfigError as exc:
         raise SpecError(str(exc)) from None
-    top = _Reader(raw, "", source, ("name", "base_config", "overrides", "metric", "mode", "space", "ties", "search",
+    top = _Reader(raw, "", source, ("name", "base_config", "overrides", "metric", "mode", "objectives", "space",
+                                    "ties", "search",
                                     "scheduler", "resources", "tracking", "storage_path", "keep_top_k",
                                     "max_failures"))
     name = top.text("name", default=spec_path.stem)
@@ -408,6 +420,7 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
         top.bad("metric", f"a metric validation reports: val/Final_Score, val/PSNR, val/SSIM, val/LPIPS or "
                           f"val/<type>/PSNR|SSIM|LPIPS with a type of {', '.join(types)}", metric)
     mode = top.text("mode", default="min" if metric.endswith("LPIPS") else "max", choices=("max", "min"))
+    objectives = _read_objectives(raw.get("objectives"), source, reported, types)
 
     space_raw = raw.get("space")
     if not isinstance(space_raw, dict) or not space_raw:
@@ -480,7 +493,30 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
     return SweepSpec(name=name, source=source, base_config=str(base_path), base=base, overrides=overrides,
                      metric=metric, mode=mode, space=space, ties=ties, search=search, scheduler=scheduler,
                      resources=resources, tracking=tracking, storage_path=storage_path, keep_top_k=keep_top_k,
-                     max_failures=max_failures, raw=raw, warnings=_zero_loss_warning(space, base, source))
+                     max_failures=max_failures, raw=raw, warnings=_zero_loss_warning(space, base, source),
+                     objectives=objectives)
+
+
+def _read_objectives(raw: Any, source: str, reported: set[str], types: list[str]) -> tuple[Objective, ...]:
+    """``objectives: [{metric: val/PSNR, mode: max}, {metric: val/LPIPS, mode: min}]``: 2 or 3, distinct."""
+    if raw is None:
+        return ()
+    example = "objectives: [{metric: val/PSNR, mode: max}, {metric: val/LPIPS, mode: min}]"
+    if not isinstance(raw, list) or not 2 <= len(raw) <= 3:
+        _fail(f"'objectives' in {source} must list 2 or 3 metrics to trade off, e.g. {example}; for one metric use "
+              f"'metric' and 'mode'.")
+    objectives = []
+    for index, item in enumerate(raw):
+        r = _Reader(item, f"objectives[{index}]", source, ("metric", "mode"))
+        metric = r.text("metric")
+        if metric not in reported:
+            r.bad("metric", f"a metric validation reports: val/Final_Score, val/PSNR, val/SSIM, val/LPIPS or "
+                            f"val/<type>/PSNR|SSIM|LPIPS with a type of {', '.join(types)}", metric)
+        default = "min" if metric.endswith("LPIPS") else "max"
+        objectives.append(Objective(metric, r.text("mode", default=default, choices=("max", "min"))))
+    if len({o.metric for o in objectives}) != len(objectives):
+        _fail(f"'objectives' in {source} names a metric twice; each objective must be a different metric.")
+    return tuple(objectives)
 
 
 def _zero_loss_warning(space: tuple[Param, ...], base: Config, source: str) -> tuple[str, ...]:
