@@ -127,6 +127,10 @@ def run_analysis(sweep_path: str | None, baselines: list[str], out_dir: str | No
     if picked is None and not has_winner:
         console.print("[yellow]No trial has finished a validation round yet: no best config.[/yellow]")
 
+    schedule_sections = []
+    if (sweep.spec.get("scheduler") or {}).get("type") in ("pbt", "pb2") and has_winner:
+        schedule_sections = export_schedule(sweep, winner, out_dir)
+
     gpus = float((sweep.spec.get("resources") or {}).get("gpu", 1))
     spent = cost(sweep, gpus)
     unit = "GPU-hours" if spent["device"] == "GPU" else "CPU trial-hours"
@@ -134,7 +138,7 @@ def run_analysis(sweep_path: str | None, baselines: list[str], out_dir: str | No
                  f"{spent['saved_hours']:.2f} {unit} against running every trial for all {sweep.max_rounds} rounds.")
     console.print(cost_line)
 
-    sections = make_plots(sweep, table, os.path.join(out_dir, "plots"))
+    sections = schedule_sections + make_plots(sweep, table, os.path.join(out_dir, "plots"))
     if sweep.objectives:
         front_sections, front_table = pareto_section(sweep, baselines, picked, os.path.join(out_dir, "plots"))
         sections = front_sections + sections
@@ -143,6 +147,40 @@ def run_analysis(sweep_path: str | None, baselines: list[str], out_dir: str | No
                                sections, tables + [("Cost", f"<p>{cost_line}</p>")])
     console.print(f"Leaderboard, plots and report: {out_dir} (open {report})")
     return 0
+
+
+def export_schedule(sweep: Sweep, winner, out_dir: str) -> list:
+    """Write ``best_schedule.yaml``: the PBT winner's history as one config with a schedule; plot it."""
+    import json
+
+    import yaml
+
+    from hypir_core.config import config_from_dict, config_to_dict
+    from hypir_sweep.population import lineage_schedule
+    from hypir_sweep.spec import param_overrides
+
+    with open(os.path.join(winner.path, "summary.json")) as handle:
+        lineage = json.load(handle).get("lineage") or []
+    if not lineage:
+        console.print(f"[yellow]Trial {winner.trial} recorded no lineage: no best_schedule.yaml.[/yellow]")
+        return []
+    first, entries = lineage_schedule(lineage)
+    overrides = param_overrides(first, sweep.spec.get("ties") or {}) + [
+        f"output_dir=results/{sweep.name}-schedule", "schedule=" + json.dumps(entries)]
+    config = config_to_dict(config_from_dict(sweep.spec["base_resolved"], source=f"sweep {sweep.name}",
+                                             name=f"{sweep.name}-schedule", overrides=overrides))
+    path = os.path.join(out_dir, "best_schedule.yaml")
+    with open(path, "w") as handle:
+        handle.write(f"# the schedule trial {winner.trial} of sweep '{sweep.name}' was trained with (best "
+                     f"{sweep.metric} {winner.best:.4f}), followed back through {len(lineage) - 1} exploit(s);\n"
+                     f"# replay it from scratch: python launch.py --single {os.path.relpath(path)}\n")
+        yaml.safe_dump(config, handle, sort_keys=False)
+    console.print(f"Winner's schedule ({len(entries)} change(s)): python launch.py --single {path}")
+    keys = [k for k in sweep.param_keys if len({str(s['params'].get(k)) for s in lineage}) > 1] or sweep.param_keys
+    figure = plots.schedule_steps(lineage, keys, int(sweep.spec["base_resolved"]["max_train_steps"]),
+                                  os.path.join(out_dir, "plots", "schedule.png"))
+    return [("The winner's schedule", figure, f"Values trial {winner.trial}'s weights were trained with, step by "
+                                              f"step, following population-based training's exploits back.")]
 
 
 def pareto_section(sweep: Sweep, baselines: list[str], picked, plots_dir: str) -> tuple[list, str]:

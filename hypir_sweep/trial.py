@@ -14,6 +14,7 @@ rounds Tune had not yet recorded are reported from its summary.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -34,7 +35,10 @@ from hypir_sweep.spec import SweepSpec
 TRIAL_CONFIG = "config.yaml"
 SUMMARY = "summary.json"
 ROUND_FILE = "hypir_round.json"  # written into each reported checkpoint: the step and round it holds
-ENDING = "trial_ending"  # result key of the last report of a trial that ended without finishing its budget
+ENDING = "trial_ending"
+# Tune checkpoints a trial keeps: the newest two, and every one younger than any state-snapshot lag.
+KEEP_CHECKPOINTS, KEEP_SECONDS = 2, 120.0
+EXPLOITED = "exploited_"  # checkpoints population-based training copied into the trial (hypir_sweep.population)  # result key of the last report of a trial that ended without finishing its budget
 # Statuses after which a trial is over for good (a retry or resume must not train it again).
 _ENDED = ("completed", "diverged", "out of memory", "refused")
 
@@ -61,13 +65,28 @@ def ended(status: str) -> bool:
     return status.startswith(_ENDED)
 
 
-def checkpoint_step(path: str) -> int:
-    """The training step a reported checkpoint folder holds (0 if it does not say)."""
+def prune_tune_checkpoints(trial_dir: str, keep: int = KEEP_CHECKPOINTS, min_age_s: float = KEEP_SECONDS) -> None:
+    """Delete this trial's older Tune checkpoints: all but the newest ``keep``, and none younger than ``min_age_s``.
+
+    Tune keeps every checkpoint (num_to_keep=None) and the trial prunes its own: Ray's state snapshot can
+    lag the newest checkpoints by a few seconds, and after a killed driver a resume restores the one the
+    snapshot names, so a checkpoint is only deleted once it is older than any snapshot lag.
+    """
+    found = sorted(glob.glob(os.path.join(trial_dir, "checkpoint_*")))
+    now = time.time()
+    for path in found[:-keep] if keep else found:
+        if now - os.path.getmtime(path) > min_age_s:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def round_info(path: str) -> dict:
+    """What a reported checkpoint says of itself: its step and round, the trial that wrote it, the rounds and
+    the values (``lineage``) its weights went through; {} if it says nothing."""
     try:
         with open(os.path.join(path, ROUND_FILE)) as handle:
-            return int(json.load(handle)["step"])
-    except (OSError, ValueError, KeyError):
-        return 0
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
 
 
 def use_cpu_only() -> None:
@@ -116,22 +135,32 @@ def run_trial(params: dict, spec: SweepSpec, experiment_dir: str | None) -> None
         previous = {}  # a fresh start: nothing an earlier attempt wrote counts
     ckpt.clear(work_dir)  # the trainer's own copies from an attempt that died: never mix them with ours
 
-    resume_dir, copied, resume_step = None, False, 0
+    resume_dir, copied, restored = None, False, {}
     if checkpoint is not None:
         if checkpoint.filesystem.type_name == "local":
             resume_dir = checkpoint.path
         else:
             resume_dir, copied = checkpoint.to_directory(os.path.join(output_dir, "resume-checkpoint")), True
-        resume_step = checkpoint_step(resume_dir)
+        restored = round_info(resume_dir)
+    resume_step = int(restored.get("step", 0))
+    # Population-based training hands a trial another trial's checkpoint (and new values) to go on from.
+    donor = restored.get("trial")
+    exploited = donor is not None and donor != trial_id
 
     sweep_info = {"name": spec.name, "trial_id": trial_id, "params": params}
-    attempt = {"from_step": resume_step, "started": time.time(), "seconds": 0.0}
+    attempt = {"from_step": resume_step, "started": time.time(), "seconds": 0.0,
+               **({"exploited": donor} if exploited else {})}
+    lineage = list(restored.get("lineage") or [])
+    if not lineage or lineage[-1]["params"] != params:  # the values this trial's weights are trained with from here
+        lineage.append({"trial": trial_id, "from_step": resume_step + 1, "params": params})
 
     def report_to_tune(metrics: dict, checkpoint_dir: str | None = None) -> None:
         ckpt_obj = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         faults.fire("report", int(metrics.get("step", 0)), fault_dir)
         try:
             tune.report(metrics, checkpoint=ckpt_obj)
+            if ckpt_obj is not None and experiment_dir:
+                prune_tune_checkpoints(output_dir)
         except SystemExit:
             # Tune ends a stopped trial (early stopping, or the full budget reached) by raising
             # SystemExit in report: end the run cleanly so summary and SwanLab say so.
@@ -142,14 +171,18 @@ def run_trial(params: dict, spec: SweepSpec, experiment_dir: str | None) -> None
                 # resumes from); keeping ours would double the disk.
                 shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
-    if checkpoint is not None and ended(previous.get("status", "")):
+    if checkpoint is not None and not exploited and ended(previous.get("status", "")):
         # It ended after Tune's last state snapshot: report what Tune missed, train nothing.
         _replay_ending(output_dir, previous, resume_step, {**attempt, "replayed": True}, report_to_tune)
         return
 
-    kept = [r for r in previous.get("rounds", []) if r["metrics"]["step"] <= resume_step]
+    if "rounds" in restored:  # the rounds the restored weights went through (another trial's, after an exploit)
+        kept = restored["rounds"]
+    else:
+        kept = [r for r in previous.get("rounds", []) if r["metrics"]["step"] <= resume_step]
     reporter = JsonSummaryReporter(output_dir, {"sweep": sweep_info}, rounds=kept)
     reporter.data["attempts"] = previous.get("attempts", []) + [attempt]
+    reporter.data["lineage"] = lineage
 
     try:
         cfg = spec.trial_config(params, work_dir, name=f"{spec.name}-{trial_id}")
@@ -174,7 +207,9 @@ def run_trial(params: dict, spec: SweepSpec, experiment_dir: str | None) -> None
             # train() returns: record the ending first.
             reporter.finish("completed", steps=metrics["step"], weights=_publish(work_dir, output_dir, cfg.logging_dir))
         if checkpoint_dir:
-            ckpt.write_json(os.path.join(checkpoint_dir, ROUND_FILE), {"step": metrics["step"], "round": round_number})
+            ckpt.write_json(os.path.join(checkpoint_dir, ROUND_FILE),
+                            {"step": metrics["step"], "round": round_number, "trial": trial_id, "lineage": lineage,
+                             "rounds": reporter.data["rounds"]})
         report_to_tune({**metrics, "round": round_number}, checkpoint_dir)
 
     try:
@@ -193,6 +228,7 @@ def run_trial(params: dict, spec: SweepSpec, experiment_dir: str | None) -> None
     ckpt.clear(work_dir)
     if work_dir != output_dir:
         shutil.rmtree(work_dir, ignore_errors=True)
+
     if ended(summary.status) and summary.status != "completed":
         # Diverged or out of memory: say so to Tune in a last result, so the searcher records a failure.
         report_to_tune({ENDING: summary.status, "round": len(reporter.data["rounds"]), "step": summary.steps})
