@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hypir_sweep import plots
+from hypir_sweep.dashboard import print_dashboard_command
 from hypir_sweep.analysis import (RANK_RULE, Sweep, baseline_table, cost, importances, leaderboard, load_sweep,
                                   newest_sweep, read_baseline, write_best_config)
 
@@ -117,6 +118,7 @@ def run_analysis(sweep_path: str | None, baselines: list[str], out_dir: str | No
     report = plots.html_report(os.path.join(out_dir, "report.html"), f"Sweep {sweep.name}",
                                sections, tables + [("Cost", f"<p>{cost_line}</p>")])
     console.print(f"Leaderboard, plots and report: {out_dir} (open {report})")
+    print_dashboard_command(console, sweep_path)
     return 0
 
 

@@ -23,6 +23,7 @@ from hypir_core.config import config_to_dict
 from hypir_core.errors import ConfigError
 from hypir_core.preflight import preflight
 from hypir_sweep.analysis import STATUS_ORDER, load_sweep
+from hypir_sweep.dashboard import print_dashboard_command
 from hypir_sweep.spec import SpecError, SweepSpec, load_spec
 from hypir_sweep.trial import TRIAL_CONFIG, run_trial, trial_dirname, trial_name
 
@@ -322,4 +323,5 @@ def print_outcome(spec: SweepSpec, sweep, results, elapsed: float, pruned: list[
         console.print(f"Weights kept for the top {spec.keep_top_k} trials; removed from {len(pruned)} others.")
     console.print(f"Study: optuna.load_study(study_name='{spec.name}', storage='{spec.optuna_storage}')")
     console.print(f"Leaderboard, best config and plots: python analyze.py {spec.sweep_dir}")
+    print_dashboard_command(console, spec.sweep_dir)
     return 0 if not errors else 1

@@ -3,7 +3,8 @@
 Every validation round goes to ``tune.report`` with the round's checkpoint, so a scheduler can
 stop the trial and a retry (``max_failures``) continues from the last round. The trial's folder
 holds what a user reads afterwards: ``config.yaml`` (the complete training config, runnable with
-``launch.py --single``), ``summary.json``, HYPIR-format weights and the SwanLab run under ``logs/``.
+``launch.py --single``), ``summary.json`` and HYPIR-format weights. The SwanLab runs of all trials go
+to one folder, ``<sweep>/swanlog`` (in local mode one dashboard: ``swanlab watch <sweep>/swanlog``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import yaml
 
 from hypir_core.config import config_to_dict
 from hypir_core.reporting import JsonSummaryReporter
+from hypir_sweep.dashboard import swanlog_dir
 from hypir_sweep.spec import SweepSpec
 
 TRIAL_CONFIG = "config.yaml"
@@ -71,7 +73,8 @@ def run_trial(params: dict, spec: SweepSpec, experiment_dir: str | None) -> None
     torch.set_num_threads(max(1, int(spec.resources.cpu)))
     logging.getLogger("hypir_core").setLevel(logging.INFO)
 
-    cfg = spec.trial_config(params, output_dir, name=f"{spec.name}-{trial_id}")
+    cfg = spec.trial_config(params, output_dir, name=f"{spec.name}-{trial_id}",
+                            logging_dir=swanlog_dir(experiment_dir) if experiment_dir else None)
     config_dict = config_to_dict(cfg)
     with open(os.path.join(output_dir, TRIAL_CONFIG), "w") as handle:
         handle.write(f"# sweep {spec.name}, trial {trial_id}: the complete training config; "
@@ -113,6 +116,8 @@ def run_trial(params: dict, spec: SweepSpec, experiment_dir: str | None) -> None
         except SystemExit:
             # Tune ends a stopped trial (early stopping, or the full budget reached) by raising
             # SystemExit in report: end the run cleanly so summary and SwanLab say so.
+            if metrics["step"] < cfg.max_train_steps:  # first: Ray ends the process about 0.1 s later
+                reporter.finish(f"stopped early at step {metrics['step']}", steps=metrics["step"])
             raise StopTraining from None
         finally:
             if ckpt is not None:
