@@ -187,7 +187,8 @@ def test_swanlab_watch_lists_every_trial_and_draws_their_final_score(browser, wa
     browser.get(url + "/charts")
     _wait_for(lambda: all(name in browser.find_element(By.TAG_NAME, "body").text for name in trials),
               "the sidebar to list every trial")
-    search = browser.find_element(By.CSS_SELECTOR, "input[placeholder='Search Chart...']")
+    (search,) = _wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "input[placeholder='Search Chart...']"),
+                          "the Charts page's search box")
     search.send_keys("val/Final_Score")
     chart = _wait_for(lambda: (c := browser.execute_script(CHART_JS, "val/Final_Score")) and c["colored"] > 200 and c,
                       "the val/Final_Score chart to be drawn")
