@@ -66,8 +66,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="hypir-screens-"))
     env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="150")
     log = open(work / "launch.log", "w")
-    sweep_process = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), str(ROOT / "sweeps" / "quickstart.yaml")],
-                                     cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+    spec = ROOT / "sweeps" / "quickstart.yaml"
+    sweep_process = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), str(spec)], cwd=work, env=env,
+                                     stdout=log, stderr=subprocess.STDOUT)
     sweep = work / "sweep_results" / "quickstart"
     try:
         while ended_trials(sweep)[0] < 4 or ended_trials(sweep)[1] < 1:

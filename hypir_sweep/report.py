@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from hypir_sweep import plots
-from hypir_sweep.dashboard import print_dashboard_command
 from hypir_sweep.analysis import (RANK_RULE, Sweep, baseline_table, cost, importances, leaderboard, load_sweep,
                                   newest_sweep, read_baseline, write_best_config)
+from hypir_sweep.dashboard import print_dashboard_command
 
 # Piped to a file or CI log, rich would wrap the leaderboard at 80 columns.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
