@@ -34,6 +34,8 @@ UNSUPPORTED_TARGETS = ("HYPIR.dataset.realesrgan.RealESRGANDataset",
 DEGRADATION_TYPES = ["Blur", "Haze", "Lowlight", "Rain", "Snow"]
 DEFAULT_LORA_MODULES = ["to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_shortcut",
                         "conv_out", "proj_in", "proj_out", "ff.net.2", "ff.net.0.proj"]
+# SwanLab modes: auto = cloud with an API key, else local (swanlab watch) with the dashboard extra, else offline.
+SWANLAB_MODES = ("auto", "cloud", "local", "offline")
 DISC_BACKBONES = ("openclip_convnext_xxlarge", "timm_convnext_tiny", "timm_convnext_small", "timm_convnext_base",
                   "tiny")
 
@@ -339,6 +341,7 @@ class Config:
     logging_dir: str = _f(_str(), "logs")
     report_to: str = _f(_choice(("swanlab", "none")), "swanlab")
     swanlab_project: str = _f(_str(), "HYPIR-training")
+    swanlab_mode: str = _f(_choice(SWANLAB_MODES), "auto")
     checkpointing_steps: int = _f(_int(1), 500)
     checkpoints_total_limit: int | None = _f(_int(1, optional=True, allowed="an integer >= 1 or null (= keep all)"),
                                              None)

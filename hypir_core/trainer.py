@@ -342,7 +342,7 @@ def train(config: Config, report: Report | None = None, progress_bar: bool = Tru
         logger.info("Resumed from %s at step %d", resume, run.progress.global_step)
     tracker = make_tracker(cfg.report_to, cfg.swanlab_project, cfg.name,
                            os.path.join(run.output_dir, cfg.logging_dir),
-                           {**config_to_dict(cfg), **(tracker_config or {})}, group=group)
+                           {**config_to_dict(cfg), **(tracker_config or {})}, group=group, mode=cfg.swanlab_mode)
     progress, weights_paths, status = run.progress, {}, "completed"
     best = _best(progress.rounds)
     best_path = os.path.join(run.output_dir, BEST_WEIGHTS)
@@ -387,6 +387,7 @@ def train(config: Config, report: Report | None = None, progress_bar: bool = Tru
                 # Before the last report: a caller may end the process as soon as it has the result.
                 tracker.finish("success")
             if result is not None and report is not None:
+                tracker.flush()  # the round on disk first: a caller may end the process when it has the result
                 report({**result.metrics, "step": step}, saved)
     except StopTraining:
         stopped_at = progress.global_step

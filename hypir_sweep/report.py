@@ -18,6 +18,7 @@ from hypir_core.checkpoint import FINAL_WEIGHTS
 from hypir_sweep import front_plots, pareto, plots
 from hypir_sweep.analysis import (RANK_RULE, STATUS_ORDER, Sweep, baseline_table, cost, importances, leaderboard,
                                   load_sweep, newest_sweep, read_baseline, write_best_config)
+from hypir_sweep.dashboard import print_dashboard_command
 
 # Piped to a file or CI log, rich would wrap the leaderboard at 80 columns.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
@@ -146,6 +147,7 @@ def run_analysis(sweep_path: str | None, baselines: list[str], out_dir: str | No
     report = plots.html_report(os.path.join(out_dir, "report.html"), f"Sweep {sweep.name}",
                                sections, tables + [("Cost", f"<p>{cost_line}</p>")])
     console.print(f"Leaderboard, plots and report: {out_dir} (open {report})")
+    print_dashboard_command(console, sweep_path)
     return 0
 
 

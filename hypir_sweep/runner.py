@@ -26,8 +26,9 @@ from hypir_core import faults
 from hypir_core.errors import ConfigError
 from hypir_core.preflight import preflight
 from hypir_sweep.analysis import STATUS_ORDER, load_sweep
-from hypir_sweep.spec import SPEC_COPY, SpecError, SweepSpec, load_spec, spec_copy
+from hypir_sweep.dashboard import print_dashboard_command
 from hypir_sweep.resources import check_fits, check_gpus, cluster_nodes, local_node
+from hypir_sweep.spec import SPEC_COPY, SpecError, SweepSpec, load_spec, spec_copy
 from hypir_sweep.trial import EXPLOITED, TRIAL_CONFIG, run_trial, trial_dirname, trial_name
 
 console = Console(highlight=False, soft_wrap=True)  # paths and commands stay on one line, ready to copy
@@ -467,4 +468,5 @@ def print_outcome(spec: SweepSpec, sweep, results, elapsed: float, pruned: list[
                       f"\"val/LPIPS<=0.08\" --maximize val/PSNR).")
     console.print(f"Study: optuna.load_study(study_name='{spec.name}', storage='{spec.optuna_storage}')")
     console.print(f"Leaderboard, best config and plots: python analyze.py {spec.sweep_dir}")
+    print_dashboard_command(console, spec.sweep_dir)
     return 0 if not errors else 1

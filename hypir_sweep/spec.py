@@ -19,10 +19,12 @@ from typing import Any, NoReturn
 
 import yaml
 
-from hypir_core.config import LOSS_WEIGHTS, Config, config_from_dict, config_to_dict, load_config, read_yaml
+from hypir_core.config import LOSS_WEIGHTS, SWANLAB_MODES, Config, config_from_dict, config_to_dict, load_config
+from hypir_core.config import read_yaml
 from hypir_core.config import show_value as _show
 from hypir_core.errors import ConfigError
 from hypir_core.schedule import MUTABLE
+from hypir_core.tracking import local_mode_available
 
 PARAM_TYPES = ("uniform", "loguniform", "int", "choice")
 SCHEDULERS = ("asha", "hyperband", "median", "fifo", "pbt", "pb2")
@@ -32,7 +34,7 @@ SPEC_COPY = "sweep_spec.yaml"  # the copy of the spec a sweep keeps in its folde
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Keys a sweep sets itself in every trial: a space must not search them.
 _TRIAL_OWNED = ("output_dir", "resume_from_checkpoint", "checkpointing_steps", "checkpoints_total_limit",
-                "validation_steps", "max_train_steps", "report_to", "swanlab_project")
+                "validation_steps", "max_train_steps", "report_to", "swanlab_project", "swanlab_mode", "logging_dir")
 
 
 class SpecError(ConfigError):
@@ -119,6 +121,7 @@ class Objective:
 class Tracking:
     report_to: str
     project: str
+    mode: str = "auto"  # SwanLab mode: auto | cloud | local | offline (hypir_core.tracking.detect_swanlab_mode)
 
 
 @dataclass(frozen=True)
@@ -175,11 +178,18 @@ class SweepSpec:
         """Overrides that turn the base config into one trial's config: sampled params, then ties."""
         return param_overrides(params, self.ties)
 
-    def trial_config(self, params: dict[str, Any], output_dir: str, name: str) -> Config:
-        """The complete training config of one trial, as ``launch.py --single`` would run it."""
+    def trial_config(self, params: dict[str, Any], output_dir: str, name: str,
+                     logging_dir: str | None = None) -> Config:
+        """The complete training config of one trial, as ``launch.py --single`` would run it.
+
+        ``logging_dir``: where its SwanLab run goes (the sweep's shared folder); default the base config's.
+        """
         extra = [f"output_dir={output_dir}", f"checkpointing_steps={self.base.validation_steps}",
                  "checkpoints_total_limit=1", "resume_from_checkpoint=null",
-                 f"report_to={self.tracking.report_to}", f"swanlab_project={self.tracking.project}"]
+                 f"report_to={self.tracking.report_to}", f"swanlab_project={self.tracking.project}",
+                 f"swanlab_mode={self.tracking.mode}"]
+        if logging_dir:
+            extra.append(f"logging_dir={_yaml_value(logging_dir)}")
         return config_from_dict(config_to_dict(self.base), source=f"sweep spec {self.source}", name=name,
                                 overrides=self.trial_overrides(params) + extra)
 
@@ -485,9 +495,13 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
               f"others would idle while counted; use gpu: 1, or a fraction such as 0.5 to share a GPU between trials.")
     resources = Resources(gpu=gpu, cpu=rs.number("cpu", default=1, lo=0, lo_open=True))
 
-    tr = _Reader(raw.get("tracking"), "tracking", source, ("report_to", "project"))
+    tr = _Reader(raw.get("tracking"), "tracking", source, ("report_to", "project", "mode"))
     tracking = Tracking(report_to=tr.text("report_to", default=base.report_to, choices=("swanlab", "none")),
-                        project=tr.text("project", default=base.swanlab_project))
+                        project=tr.text("project", default=base.swanlab_project),
+                        mode=tr.text("mode", default=base.swanlab_mode, choices=SWANLAB_MODES))
+    if tracking.report_to == "swanlab" and tracking.mode == "local" and not local_mode_available():
+        tr.bad("mode", "auto, cloud or offline until SwanLab's dashboard is installed (pip install -e "
+                       "'.[dashboard]')", "local")
 
     storage_path = top.text("storage_path", default="sweep_results")
     if scheduler.population_based and "://" in storage_path:

@@ -4,7 +4,8 @@ Every validation round goes to ``tune.report`` with the round's checkpoint, so a
 stop the trial and a retry (``max_failures``) or a resumed sweep continues from the last round
 Tune holds. The trial's folder holds what a user reads afterwards: ``config.yaml`` (the complete
 training config, runnable with ``launch.py --single``), ``summary.json`` (every round, how the
-trial ended, and every attempt with its time), HYPIR-format weights and the SwanLab run.
+trial ended, and every attempt with its time) and HYPIR-format weights. The SwanLab runs of all
+trials go to one folder, ``<sweep>/swanlog`` (in local mode one dashboard: ``swanlab watch <sweep>/swanlog``).
 
 An attempt that starts from a checkpoint at step S keeps the rounds up to S, trains the rest again
 (training is deterministic, so the scores are those of an uninterrupted trial) and reports each
@@ -30,6 +31,7 @@ from hypir_core import faults
 from hypir_core.config import config_to_dict
 from hypir_core.errors import ConfigError
 from hypir_core.reporting import JsonSummaryReporter
+from hypir_sweep.dashboard import swanlog_dir
 from hypir_sweep.spec import SweepSpec
 
 TRIAL_CONFIG = "config.yaml"
@@ -97,7 +99,7 @@ def use_cpu_only() -> None:
 
 def _write_trial_config(output_dir: str, config_dict: dict, spec: SweepSpec, trial_id: str) -> None:
     # Running it alone must not write into the sweep: it gets its own output folder.
-    standalone = {**config_dict, "output_dir": f"results/{spec.name}-{trial_id}"}
+    standalone = {**config_dict, "output_dir": f"results/{spec.name}-{trial_id}", "logging_dir": "logs"}
     with open(os.path.join(output_dir, TRIAL_CONFIG), "w") as handle:
         handle.write(f"# sweep {spec.name}, trial {trial_id}: the complete training config; train it alone with\n"
                      f"# python launch.py --single {TRIAL_CONFIG} (writes into {standalone['output_dir']})\n")
@@ -164,6 +166,8 @@ def run_trial(params: dict, spec: SweepSpec, experiment_dir: str | None) -> None
         except SystemExit:
             # Tune ends a stopped trial (early stopping, or the full budget reached) by raising
             # SystemExit in report: end the run cleanly so summary and SwanLab say so.
+            if metrics["step"] < cfg.max_train_steps:  # first: Ray ends the process about 0.1 s later
+                reporter.finish(f"stopped early at step {metrics['step']}", steps=metrics["step"])
             raise StopTraining from None
         finally:
             if checkpoint_dir:
@@ -185,7 +189,8 @@ def run_trial(params: dict, spec: SweepSpec, experiment_dir: str | None) -> None
     reporter.data["lineage"] = lineage
 
     try:
-        cfg = spec.trial_config(params, work_dir, name=f"{spec.name}-{trial_id}")
+        cfg = spec.trial_config(params, work_dir, name=f"{spec.name}-{trial_id}",
+                                logging_dir=swanlog_dir(experiment_dir) if experiment_dir else None)
     except ConfigError as exc:  # e.g. every loss weight sampled 0: not a config anyone can train
         reporter.finish(f"refused: {exc}")
         report_to_tune({ENDING: f"refused: {exc}", "round": 0, "step": 0})
@@ -210,7 +215,12 @@ def run_trial(params: dict, spec: SweepSpec, experiment_dir: str | None) -> None
             ckpt.write_json(os.path.join(checkpoint_dir, ROUND_FILE),
                             {"step": metrics["step"], "round": round_number, "trial": trial_id, "lineage": lineage,
                              "rounds": reporter.data["rounds"]})
-        report_to_tune({**metrics, "round": round_number}, checkpoint_dir)
+        try:
+            report_to_tune({**metrics, "round": round_number}, checkpoint_dir)
+        except StopTraining:
+            if metrics["step"] < cfg.max_train_steps:  # first: Ray ends the process about 0.1 s later
+                reporter.finish(f"stopped early at step {metrics['step']}", steps=metrics["step"])
+            raise
 
     try:
         summary = train(cfg, report, progress_bar=False, group=spec.name,
