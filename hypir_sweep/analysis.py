@@ -190,8 +190,10 @@ def load_sweep(sweep_path: str) -> Sweep:
                             f"is it a folder launch.py wrote?") from None
     rows = []
     for trial in analysis.trials:
-        summary = json.loads(_read_text(_join(trial.path, "summary.json")) or "{}")
-        reported = _rounds_frame(_results(trial.path), metric)
+        # Ray names a trial on object storage without its scheme (bucket/path): put it back.
+        trial_path = _join(sweep_path, os.path.basename(trial.path.rstrip("/"))) if "://" in sweep_path else trial.path
+        summary = json.loads(_read_text(_join(trial_path, "summary.json")) or "{}")
+        reported = _rounds_frame(_results(trial_path), metric)
         # The trial's own summary.json (rewritten atomically every round) is the record that survives a
         # killed driver; Ray's result.json is buffered by the driver and can lose the newest rounds.
         frame = _rounds_frame(pd.DataFrame([r["metrics"] for r in summary.get("rounds", [])]), metric)
@@ -221,7 +223,7 @@ def load_sweep(sweep_path: str) -> Sweep:
         rows.append(TrialRow(
             trial=trial.trial_id, rounds=rounds, best=best, last=last, best_metrics=best_metrics,
             status=status, ray_status=trial.status, note=note, final_metrics=final_metrics,
-            params={k: trial.config.get(k) for k in spec.get("space", {})}, seconds=seconds, path=trial.path,
+            params={k: trial.config.get(k) for k in spec.get("space", {})}, seconds=seconds, path=trial_path,
             round_seconds=float(pd.Series(later).median()) if later else math.nan,
             curve=list(zip(range(1, rounds + 1), map(float, scores)))))
     rank(rows, mode)
