@@ -29,7 +29,7 @@ def population_scheduler(spec: SweepSpec, mutations: dict):
 
     s = spec.scheduler
     common = dict(time_attr=ROUND, perturbation_interval=s.perturbation_interval,  # metric, mode: from the Tuner
-                  quantile_fraction=s.quantile_fraction)
+                  quantile_fraction=s.quantile_fraction, synch=s.synch)
     if s.type == "pb2":
         try:
             from ray.tune.schedulers.pb2 import PB2

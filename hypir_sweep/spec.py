@@ -86,6 +86,9 @@ class Scheduler:
     hyperparam_mutations: tuple[Param, ...] = ()
     quantile_fraction: float = 0.25
     resample_probability: float = 0.25
+    # True: the population waits at every perturbation and trials are compared at the same round (each
+    # restarts from its checkpoint there); False: each trial is compared with the others' latest scores.
+    synch: bool = False
 
     @property
     def population_based(self) -> bool:
@@ -258,6 +261,12 @@ class _Reader:
         if lo is not None and (value <= lo if lo_open else value < lo) or hi is not None and value > hi:
             self.bad(key, allowed, value)
         return int(value) if integer else float(value)
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.raw.get(key, default)
+        if not isinstance(value, bool):
+            self.bad(key, "true or false", value)
+        return value
 
     def text(self, key: str, default=None, choices: tuple[str, ...] | None = None) -> str | None:
         value = self.raw.get(key, default)
@@ -527,9 +536,10 @@ def _population_warning(scheduler: Scheduler, search: Search) -> tuple[str, ...]
 def _read_scheduler(raw: Any, source: str, base: Config, space: tuple[Param, ...], rounds: int) -> Scheduler:
     sc = _Reader(raw, "scheduler", source, ("type", "grace_period", "reduction_factor", "min_samples_required",
                                             "perturbation_interval", "hyperparam_mutations", "quantile_fraction",
-                                            "resample_probability"))
+                                            "resample_probability", "synch"))
     kind = sc.text("type", default="asha", choices=SCHEDULERS)
-    population = ("perturbation_interval", "hyperparam_mutations", "quantile_fraction", "resample_probability")
+    population = ("perturbation_interval", "hyperparam_mutations", "quantile_fraction", "resample_probability",
+                  "synch")
     misplaced = [k for k in (population if kind not in POPULATION_BASED else ("grace_period", "reduction_factor",
                                                                              "min_samples_required")) if k in sc.raw]
     if misplaced:
@@ -566,7 +576,8 @@ def _read_scheduler(raw: Any, source: str, base: Config, space: tuple[Param, ...
         mutations.append(param)
     return replace(scheduler, perturbation_interval=interval, hyperparam_mutations=tuple(mutations),
                    quantile_fraction=sc.number("quantile_fraction", default=0.25, lo=0, hi=0.5, lo_open=True),
-                   resample_probability=sc.number("resample_probability", default=0.25, lo=0, hi=1))
+                   resample_probability=sc.number("resample_probability", default=0.25, lo=0, hi=1),
+                   synch=sc.flag("synch", default=False))
 
 
 def _read_objectives(raw: Any, source: str, reported: set[str], types: list[str]) -> tuple[Objective, ...]:

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_pbt_winner_replays_as_one_config_and_a_killed_pbt_sweep_resumes(tmp_path):
-    spec = write_spec(tmp_path, "pbt", {"type": "pbt", "perturbation_interval": 2, "quantile_fraction": 0.5,
+    spec = write_spec(tmp_path, "pbt", {"type": "pbt", "perturbation_interval": 2, "quantile_fraction": 0.5, "synch": True,
                                         "hyperparam_mutations": {
                                             "lr_G": {"type": "loguniform", "low": 1.0e-4, "high": 3.0e-3},
                                             "lambda_gan": {"type": "loguniform", "low": 0.01, "high": 1.0}}},

@@ -85,6 +85,7 @@ def test_model_t_drags_coeff_t_along_when_the_base_leaves_it_null(tmp_path):
     ({"scheduler": {"type": "pbt", "perturbation_interval": 3, "hyperparam_mutations": {"lambda_gan": {"type": "uniform", "low": 0.1, "high": 1.0}}}}, "'scheduler.perturbation_interval'"),
     ({"scheduler": {"type": "pbt", "hyperparam_mutations": {"model_t": {"type": "int", "low": 100, "high": 400}}}}, "cannot change during a trial"),
     ({"scheduler": {"type": "asha", "perturbation_interval": 2}}, "does not apply to scheduler type asha"),
+    ({"scheduler": {"type": "pbt", "synch": "yes", "hyperparam_mutations": {"lambda_gan": {"type": "uniform", "low": 0.1, "high": 1.0}}}}, "must be true or false, got 'yes'"),
     ({"scheduler": {"grace_period": 4}}, "at most the 3 validation rounds"),
     ({"space": {"lambda_gan": {"type": "uniform", "low": 0.25, "high": 1.25, "q": 0.5}}}, "multiples of q"),
     ({"space": {"lora_rank": {"type": "uniform", "low": 4, "high": 8}}}, "Use type: int"),
