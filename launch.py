@@ -51,4 +51,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C before a run had started (a sweep handles its own once it has)
+        print("\nInterrupted while starting.", file=sys.stderr)
+        sys.exit(130)

@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 import yaml
 
+from hypir_core import schedule as schedule_rules
 from hypir_core.errors import ConfigError
 
 # Dataset names users write in `target:` (HYPIR's own and ours), mapped to our loaders; never imported.
@@ -33,6 +34,8 @@ UNSUPPORTED_TARGETS = ("HYPIR.dataset.realesrgan.RealESRGANDataset",
 DEGRADATION_TYPES = ["Blur", "Haze", "Lowlight", "Rain", "Snow"]
 DEFAULT_LORA_MODULES = ["to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_shortcut",
                         "conv_out", "proj_in", "proj_out", "ff.net.2", "ff.net.0.proj"]
+# SwanLab modes: auto = cloud with an API key, else local (swanlab watch) with the dashboard extra, else offline.
+SWANLAB_MODES = ("auto", "cloud", "local", "offline")
 DISC_BACKBONES = ("openclip_convnext_xxlarge", "timm_convnext_tiny", "timm_convnext_small", "timm_convnext_base",
                   "tiny")
 
@@ -169,6 +172,15 @@ def _derived(default, compare=True):
 
 
 # ---- the schema ----
+
+def _check_schedule(value, ctx: _Ctx, key: str):
+    if value is None:
+        return []
+    problem = schedule_rules.structure_error(value)
+    if problem:
+        ctx.fail(key, problem, value)
+    return schedule_rules.normalised(value)
+
 
 _TIMESTEP = _int(0, 999, allowed="an integer in [0, 999] (the scheduler's 1000 training timesteps: 0..999)")
 _OUT_SIZE, _CROP = _int(8), _choice(("none", "center", "random"))
@@ -333,6 +345,7 @@ class Config:
     logging_dir: str = _f(_str(), "logs")
     report_to: str = _f(_choice(("swanlab", "none")), "swanlab")
     swanlab_project: str = _f(_str(), "HYPIR-training")
+    swanlab_mode: str = _f(_choice(SWANLAB_MODES), "auto")
     checkpointing_steps: int = _f(_int(1), 500)
     checkpoints_total_limit: int | None = _f(_int(1, optional=True, allowed="an integer >= 1 or null (= keep all)"),
                                              None)
@@ -340,6 +353,7 @@ class Config:
     log_image_steps: int = _f(_int(0, allowed="an integer >= 0 (0 = off)"), 0)
     log_grad_steps: int = _f(_int(0, allowed="an integer >= 0 (0 = off)"), 0)
     log_grad_modules: list[str] = _f(_str_list(nonempty=False), factory=lambda: ["conv_out"])
+    schedule: list[dict] = field(default_factory=list, metadata={"check": _check_schedule})  # hypir_core.schedule
     validation_steps: int = _f(_int(1), 500)
     skip_bad_images: bool = _f(_BOOL, False)
     lpips_weights: str = _f(_choice(("pretrained", "random"), " (random = seeded random VGG, offline demo only)"),
@@ -412,9 +426,32 @@ def config_from_dict(d: dict, source: str = "<dict>", name: str = "config", over
     if not any(getattr(cfg, key) > 0 for key in LOSS_WEIGHTS):
         _raise(f"All loss weights are 0 in {source} ({', '.join(LOSS_WEIGHTS)}), so the generator would learn "
                f"nothing; set at least one of them above 0.")
+    _check_schedule_values(cfg, raw, source)
     return replace(cfg, name=name, source=source,
                    coeff_t=cfg.model_t if cfg.coeff_t is None else cfg.coeff_t,
                    output_dir=f"results/{name}" if cfg.output_dir is None else cfg.output_dir)
+
+
+def _check_schedule_values(cfg, raw: dict, source: str) -> None:
+    """Each schedule entry within the run and, applied on top of the earlier ones, a config that loads."""
+    staged = {k: v for k, v in copy.deepcopy(raw).items() if k != "schedule"}
+    for index, entry in enumerate(cfg.schedule):
+        if entry["from_step"] > cfg.max_train_steps:
+            _raise(f"'schedule[{index}].from_step' in {source} is {entry['from_step']}, after the run's last step "
+                   f"(max_train_steps {cfg.max_train_steps}); drop the entry or raise max_train_steps.")
+        for key, value in entry["overrides"].items():
+            *parents, last = key.split(".")
+            node = staged
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
+        try:
+            staged_cfg = _build(Config, copy.deepcopy(staged), "", _Ctx(source, {}))
+        except ConfigError as exc:
+            _raise(f"'schedule[{index}].overrides' in {source}: {exc}")
+        if not any(getattr(staged_cfg, key) > 0 for key in LOSS_WEIGHTS):
+            _raise(f"'schedule[{index}]' in {source} sets every loss weight to 0 from step {entry['from_step']}; "
+                   f"keep at least one above 0.")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

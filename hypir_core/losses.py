@@ -29,20 +29,34 @@ TERMS = {
 }
 
 
+def weights_of(values) -> dict[str, float]:
+    """{term: weight} from a Config or a dict holding the lambda_* keys."""
+    get = values.get if isinstance(values, dict) else lambda key: getattr(values, key)
+    return {term: get(key) for term, (key, _) in TERMS.items()}
+
+
 class GeneratorLoss(nn.Module):
     """Weighted generator loss; ``forward`` returns the weighted terms, keyed by TERMS names."""
 
     def __init__(self, weights: dict[str, float], device="cpu", lpips_weights: str = "pretrained"):
         super().__init__()
+        self.device, self.lpips_weights = device, lpips_weights
+        self.lpips = self.ssim = None
+        self.set_weights(weights)
+
+    def set_weights(self, weights: dict[str, float]) -> None:
+        """Use these weights from now on (a schedule or a PBT exploit changes them mid-run); a term whose
+        weight becomes positive gets its network built then."""
         self.weights = {term: float(weights[term]) for term in TERMS if float(weights.get(term, 0.0)) > 0}
-        self.lpips = create_lpips(device, as_loss=True, weights=lpips_weights) if "lpips" in self.weights else None
-        self.ssim = create_ssim_y(device, as_loss=True) if "ssim" in self.weights else None
+        if "lpips" in self.weights and self.lpips is None:
+            self.lpips = create_lpips(self.device, as_loss=True, weights=self.lpips_weights)
+        if "ssim" in self.weights and self.ssim is None:
+            self.ssim = create_ssim_y(self.device, as_loss=True)
 
     @classmethod
     def from_config(cls, config, device="cpu") -> "GeneratorLoss":
         """Build from a Config's lambda_* keys."""
-        weights = {term: getattr(config, key) for term, (key, _) in TERMS.items()}
-        return cls(weights, device=device, lpips_weights=config.lpips_weights)
+        return cls(weights_of(config), device=device, lpips_weights=config.lpips_weights)
 
     def forward(self, pred: torch.Tensor, gt: torch.Tensor, discriminator=None,
                 disc_autocast=contextlib.nullcontext) -> dict[str, torch.Tensor]:
@@ -55,9 +69,9 @@ class GeneratorLoss(nn.Module):
                 terms["l2"] = F.mse_loss(pred, gt)
             if "l1" in self.weights:
                 terms["l1"] = F.l1_loss(pred, gt)
-            if self.lpips is not None:
+            if "lpips" in self.weights:
                 terms["lpips"] = self.lpips(pred01, gt01).mean()
-            if self.ssim is not None:
+            if "ssim" in self.weights:
                 terms["ssim"] = 1.0 - self.ssim(pred01, gt01).mean()
         if "disc" in self.weights:
             with disc_autocast():

@@ -28,13 +28,13 @@ import torch
 from tqdm.auto import tqdm
 
 from hypir_core import checkpoint as ckpt
-from hypir_core import faults, speed
+from hypir_core import faults, schedule, speed
 from hypir_core.config import Config, config_to_dict
 from hypir_core.data import build_train_dataset, scan_val_set, train_batches
 from hypir_core.discriminator import Discriminator
 from hypir_core.ema import LoraEMA
 from hypir_core.errors import OOM_ADVICE, WeightsError
-from hypir_core.losses import TERMS, GeneratorLoss, term_grad_norms
+from hypir_core.losses import TERMS, GeneratorLoss, term_grad_norms, weights_of
 from hypir_core.metrics import QualityMetrics
 from hypir_core.models import OneStepGenerator, add_lora, load_lora_weights, load_sd2, lora_state_dict
 from hypir_core.steplog import StepLosses
@@ -44,6 +44,7 @@ from hypir_core.validation import Validator
 logger = logging.getLogger("hypir_core")
 Report = Callable[[dict, "str | None"], None]
 BEST_WEIGHTS, FINAL_WEIGHTS = ckpt.BEST_WEIGHTS, ckpt.FINAL_WEIGHTS
+VAL_IMAGES = "val_images"  # the final round's LQ | restored | GT crops per degradation type
 
 
 @dataclass
@@ -95,6 +96,8 @@ class _Run:
         speed.cast_once(self.generator.unet, self.D.backbone, self.dtype, self.device)
         self.init_optimizers()
         self.loss_fn = GeneratorLoss.from_config(cfg, device=self.device)
+        self.hyper: dict = {}  # the schedule's values in effect (learning rates, loss weights, ...)
+        self.apply_schedule(1)
         # The generator autocasts its UNet itself (unet_autocast), so validation needs no outer autocast.
         self.validator = Validator(cfg.data_config.val, self.generator,
                                    QualityMetrics(self.device, cfg.lpips_weights), self.device, pairs=val_pairs)
@@ -201,7 +204,7 @@ class _Run:
                 _accumulate(sums, "loss/" + TERMS[term][1], value.detach() / accum)
             _accumulate(sums, "loss/G_total", total.detach() / accum)
             batch["pred"] = pred.detach()
-        self.accelerator.clip_grad_norm_(self.lora_params, self.cfg.max_grad_norm)
+        self.accelerator.clip_grad_norm_(self.lora_params, self.hyper["max_grad_norm"])
         self.opt_G.step()
         self.opt_G.zero_grad(set_to_none=True)
         return sums
@@ -228,7 +231,7 @@ class _Run:
             for name, logits in (("real", real_logits), ("fake", fake_logits)):
                 mean = torch.stack([level.detach().float().mean() for level in logits]).mean()
                 _accumulate(sums, f"loss/D_logits_{name}", mean / accum)
-        self.accelerator.clip_grad_norm_(self.D_params, self.cfg.max_grad_norm)
+        self.accelerator.clip_grad_norm_(self.D_params, self.hyper["max_grad_norm"])
         self.opt_D.step()
         self.opt_D.zero_grad(set_to_none=True)
         return sums
@@ -260,6 +263,23 @@ class _Run:
             torch.save(self.D.trainable_state_dict(), os.path.join(partial, ckpt.DISC_FILE))
         ckpt.rotate(self.output_dir, self.cfg.checkpoints_total_limit)
         return path
+
+    def apply_schedule(self, step: int, force: bool = False) -> None:
+        """Make the values in effect at ``step`` (the config's, changed by its schedule) reach the optimizers and
+        the loss. ``force`` after loading a checkpoint: the config's values win over the optimizer state's (a PBT
+        exploit continues another trial's state with its own learning rates)."""
+        values = schedule.values_at(self.cfg, step)
+        if values == self.hyper and not force:
+            return
+        for optimizer, lr in ((self.opt_G, values["lr_G"]), (self.opt_D, values["lr_D"])):
+            for group in optimizer.param_groups:
+                group["lr"], group["weight_decay"] = lr, values["opt_kwargs.weight_decay"]
+        self.loss_fn.set_weights(weights_of(values))
+        changed = {k: v for k, v in values.items() if self.hyper and self.hyper.get(k) != v}
+        if changed:
+            logger.info("From step %d: %s", step,
+                        ", ".join(f"{key} {self.hyper[key]:g} -> {value:g}" for key, value in changed.items()))
+        self.hyper = values
 
     def load_checkpoint(self, path: str) -> None:
         heads = torch.load(os.path.join(path, ckpt.DISC_FILE), weights_only=True)
@@ -317,10 +337,11 @@ def train(config: Config, report: Report | None = None, progress_bar: bool = Tru
     resume = ckpt.resolve_resume(cfg.resume_from_checkpoint, run.output_dir)
     if resume:
         run.load_checkpoint(resume)
+        run.apply_schedule(run.progress.global_step + 1, force=True)
         logger.info("Resumed from %s at step %d", resume, run.progress.global_step)
     tracker = make_tracker(cfg.report_to, cfg.swanlab_project, cfg.name,
                            os.path.join(run.output_dir, cfg.logging_dir),
-                           {**config_to_dict(cfg), **(tracker_config or {})}, group=group)
+                           {**config_to_dict(cfg), **(tracker_config or {})}, group=group, mode=cfg.swanlab_mode)
     progress, weights_paths, status = run.progress, {}, "completed"
     best = _best(progress.rounds)
     best_path = os.path.join(run.output_dir, BEST_WEIGHTS)
@@ -344,6 +365,7 @@ def train(config: Config, report: Report | None = None, progress_bar: bool = Tru
         while progress.global_step < cfg.max_train_steps:
             step = progress.global_step + 1
             faults.fire("step", step, run.output_dir)
+            run.apply_schedule(step)
             log_grads = cfg.log_grad_steps > 0 and step % cfg.log_grad_steps == 0
             losses.add(step, run.train_step(data, log_grads))
             progress.global_step = step
@@ -367,6 +389,7 @@ def train(config: Config, report: Report | None = None, progress_bar: bool = Tru
                 if final:
                     weights_paths["final"] = run.export_weights(weights, FINAL_WEIGHTS, progress.rounds[-1])
                     result.write_csv(os.path.join(run.output_dir, "val_per_image.csv"))
+                    result.save_crops(os.path.join(run.output_dir, VAL_IMAGES))
                     tracker.log_images({f"val/{t}": g for t, g in result.grids.items()}, step,
                                        caption="LQ | restored | GT")
                 bar.write(f"step {step}: Final_Score {result.metrics['val/Final_Score']:.4f} "
@@ -378,6 +401,7 @@ def train(config: Config, report: Report | None = None, progress_bar: bool = Tru
                 # Before the last report: a caller may end the process as soon as it has the result.
                 tracker.finish("success")
             if result is not None and report is not None:
+                tracker.flush()  # the round on disk first: a caller may end the process when it has the result
                 report({**result.metrics, "step": step}, saved)
     except StopTraining:
         stopped_at = progress.global_step

@@ -24,6 +24,12 @@ from hypir_core.metrics import final_score
 
 METRICS = ("PSNR", "SSIM", "LPIPS")
 GRID_IMAGES_PER_TYPE = 3
+CROP_SIZE = 256  # side of the centre crops saved for side-by-side comparison
+
+
+def _centre_crop(image: np.ndarray, size: int) -> np.ndarray:
+    top, left = max(0, (image.shape[0] - size) // 2), max(0, (image.shape[1] - size) // 2)
+    return image[top:top + size, left:left + size]
 
 
 def _cache_limit_bytes() -> int:
@@ -40,7 +46,21 @@ class ValidationResult:
 
     metrics: dict[str, float]
     per_image: list[dict] = field(default_factory=list)
-    grids: dict[str, np.ndarray] = field(default_factory=dict)
+    grids: dict[str, np.ndarray] = field(default_factory=dict)  # per type: image rows of LQ | restored | GT
+    grid_images: dict[str, int] = field(default_factory=dict)  # per type: how many image rows its grid holds
+
+    def save_crops(self, folder: str, size: int = CROP_SIZE) -> list[str]:
+        """Write ``<folder>/<type>.png`` per degradation type: rows of LQ | restored | GT, each a centre crop of
+        at most ``size`` pixels, so runs can be compared side by side (analyze.py's report does)."""
+        os.makedirs(folder, exist_ok=True)
+        written = []
+        for kind, grid in self.grids.items():
+            rows = [np.concatenate([_centre_crop(panel, size) for panel in np.split(row, 3, axis=1)], axis=1)
+                    for row in np.split(grid, self.grid_images.get(kind, 1), axis=0)]
+            path = os.path.join(folder, f"{kind}.png")
+            Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+            written.append(path)
+        return written
 
     def write_csv(self, path: str) -> None:
         """Write file, type, PSNR, SSIM, LPIPS per image (so a user sees where the model fails)."""
@@ -144,6 +164,7 @@ class Validator:
                 for i, pair in enumerate(self.pairs)]
             result.grids = {t: np.concatenate(rows, axis=0) for t, rows in grid_rows.items()
                             if len({r.shape for r in rows}) == 1}
+            result.grid_images = {t: len(grid_rows[t]) for t in result.grids}
         return result
 
     def _reference(self, indices: list[int], gt: torch.Tensor) -> list[torch.Tensor] | None:

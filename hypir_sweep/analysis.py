@@ -49,6 +49,7 @@ class TrialRow:
     curve: list[tuple[int, float]] = field(default_factory=list)
     rank: int = 0
     ray_status: str = ""  # Tune's: PENDING, RUNNING, PAUSED, TERMINATED, ERROR
+    final_metrics: dict[str, float] = field(default_factory=dict)  # its last round (what its final weights give)
     note: str = ""  # how a trial that did not finish its budget ended, in its own words ("disk full at ...")
 
     @property
@@ -75,6 +76,12 @@ class Sweep:
     rows: list[TrialRow]
     ray_trials: int
     ray_errors: int
+
+    @property
+    def objectives(self) -> list[tuple[str, str]]:
+        """A Pareto sweep's (metric, mode) pairs; empty for a single-metric sweep."""
+        return [(o["metric"], o.get("mode") or ("min" if o["metric"].endswith("LPIPS") else "max"))
+                for o in self.spec.get("objectives") or []]
 
 
 # ---- finding and reading ------------------------------------------------------------------------
@@ -183,8 +190,10 @@ def load_sweep(sweep_path: str) -> Sweep:
                             f"is it a folder launch.py wrote?") from None
     rows = []
     for trial in analysis.trials:
-        summary = json.loads(_read_text(_join(trial.path, "summary.json")) or "{}")
-        reported = _rounds_frame(_results(trial.path), metric)
+        # Ray names a trial on object storage without its scheme (bucket/path): put it back.
+        trial_path = _join(sweep_path, os.path.basename(trial.path.rstrip("/"))) if "://" in sweep_path else trial.path
+        summary = json.loads(_read_text(_join(trial_path, "summary.json")) or "{}")
+        reported = _rounds_frame(_results(trial_path), metric)
         # The trial's own summary.json (rewritten atomically every round) is the record that survives a
         # killed driver; Ray's result.json is buffered by the driver and can lose the newest rounds.
         frame = _rounds_frame(pd.DataFrame([r["metrics"] for r in summary.get("rounds", [])]), metric)
@@ -197,7 +206,10 @@ def load_sweep(sweep_path: str) -> Sweep:
             best_metrics = {k: float(v) for k, v in frame.iloc[best_index].items()
                             if isinstance(k, str) and k.startswith("val/") and _is_number(v)}
             best, last = float(scores[best_index]), float(scores[-1])
+            final_metrics = {k: float(v) for k, v in frame.iloc[-1].items()
+                             if isinstance(k, str) and k.startswith("val/") and _is_number(v)}
         else:
+            final_metrics = {}
             best_metrics, best, last = {}, math.nan, math.nan
         seconds = _device_seconds(summary, reported)
         # Rounds after the first: the first also pays model loading and the validation-set cache.
@@ -210,8 +222,8 @@ def load_sweep(sweep_path: str) -> Sweep:
             note = "crashed (see the trial's error.txt)"
         rows.append(TrialRow(
             trial=trial.trial_id, rounds=rounds, best=best, last=last, best_metrics=best_metrics,
-            status=status, ray_status=trial.status, note=note,
-            params={k: trial.config.get(k) for k in spec.get("space", {})}, seconds=seconds, path=trial.path,
+            status=status, ray_status=trial.status, note=note, final_metrics=final_metrics,
+            params={k: trial.config.get(k) for k in spec.get("space", {})}, seconds=seconds, path=trial_path,
             round_seconds=float(pd.Series(later).median()) if later else math.nan,
             curve=list(zip(range(1, rounds + 1), map(float, scores)))))
     rank(rows, mode)
@@ -262,23 +274,27 @@ def _types(sweep: Sweep) -> list[str]:
     return list(sweep.spec["base_resolved"]["data_config"]["val"].get("degradation_types") or DEGRADATION_TYPES)
 
 
-def best_config(sweep: Sweep) -> tuple[dict, TrialRow, str | None]:
-    """The winner's complete training config (base + its params + ties), its row and its weights path."""
-    winner = next((r for r in sweep.rows if math.isfinite(r.best)), None)
+def best_config(sweep: Sweep, row: TrialRow | None = None, weights_name: str = BEST_WEIGHTS
+                ) -> tuple[dict, TrialRow, str | None]:
+    """A trial's complete training config (base + its params + ties; the leaderboard's winner unless
+    ``row`` is given), its row and its weights path."""
+    winner = row or next((r for r in sweep.rows if math.isfinite(r.best)), None)
     if winner is None:
         raise AnalysisError(f"No trial of sweep '{sweep.name}' has finished a validation round yet; "
                             f"analyze again once one has.")
     overrides = param_overrides(winner.params, sweep.spec.get("ties") or {}) + [f"output_dir=results/{sweep.name}-best"]
     cfg = config_from_dict(sweep.spec["base_resolved"], source=f"sweep {sweep.name}", name=f"{sweep.name}-best",
                            overrides=overrides)
-    weights = _join(winner.path, BEST_WEIGHTS)
+    weights = _join(winner.path, weights_name)
     exists = os.path.exists(weights) if "://" not in weights else True
     return config_to_dict(cfg), winner, weights if exists else None
 
 
-def write_best_config(sweep: Sweep, path: str) -> tuple[str, TrialRow, str | None]:
-    config, winner, weights = best_config(sweep)
-    header = [f"best config of sweep '{sweep.name}' ({sweep.path})",
+def write_best_config(sweep: Sweep, path: str, row: TrialRow | None = None, why: str = "",
+                      weights_name: str = BEST_WEIGHTS) -> tuple[str, TrialRow, str | None]:
+    """Write ``best_config.yaml``: the winner's (or ``row``'s, picked for ``why``) config with a header."""
+    config, winner, weights = best_config(sweep, row, weights_name)
+    header = [f"best config of sweep '{sweep.name}' ({sweep.path})" + (f": {why}" if why else ""),
               f"trial {winner.trial} ({winner.status}, {winner.rounds} rounds): best {sweep.metric} {winner.best:.4f}",
               f"HYPIR-format weights of that trial: {weights or 'not kept (outside keep_top_k) or not written'}",
               "train it: python launch.py --single " + os.path.relpath(path)
@@ -306,17 +322,19 @@ def read_baseline(run_dir: str, metric: str, mode: str) -> tuple[str, dict[str, 
                                                                                    best["metrics"].get("step", 0)))
 
 
-def baseline_table(sweep: Sweep, winner: TrialRow, baselines: list[tuple[str, dict, int]]) -> pd.DataFrame:
-    """Overall and per-type metrics of the best trial beside each baseline, with deltas (best - baseline)."""
+def baseline_table(sweep: Sweep, winner: TrialRow, baselines: list[tuple[str, dict, int]],
+                   metrics: dict[str, float] | None = None) -> pd.DataFrame:
+    """Overall and per-type metrics of the exported trial (its best round, or ``metrics``) beside each
+    baseline, with deltas (trial - baseline)."""
     keys = [sweep.metric] + [k for k in ("val/PSNR", "val/SSIM", "val/LPIPS") if k != sweep.metric]
     for kind in _types(sweep):
         keys += [f"val/{kind}/{m}" for m in ("PSNR", "SSIM", "LPIPS")]
+    shown = winner.best_metrics if metrics is None else metrics
     table = {"metric": [k.removeprefix("val/") for k in keys],
-             f"best trial {winner.trial}": [winner.best_metrics.get(k, math.nan) for k in keys]}
-    for name, metrics, step in baselines:
-        column = f"{name} (step {step})"
-        table[column] = [metrics.get(k, math.nan) for k in keys]
-        table[f"delta vs {name}"] = [winner.best_metrics.get(k, math.nan) - metrics.get(k, math.nan) for k in keys]
+             f"trial {winner.trial}": [shown.get(k, math.nan) for k in keys]}
+    for name, base, step in baselines:
+        table[f"{name} (step {step})"] = [base.get(k, math.nan) for k in keys]
+        table[f"delta vs {name}"] = [shown.get(k, math.nan) - base.get(k, math.nan) for k in keys]
     return pd.DataFrame(table)
 
 

@@ -301,3 +301,24 @@ def html_report(path: str, title: str, sections: list[tuple[str, str, str]], tab
     with open(path, "w", encoding="utf-8") as handle:
         handle.write("\n".join(parts) + "\n")
     return os.fspath(path)
+
+
+def schedule_steps(lineage: list[dict], keys: list[str], max_steps: int, path: str) -> str:
+    """Each mutated value against the training step, as the winner's weights were trained with it."""
+    fig, axes = plt.subplots(len(keys), 1, figsize=(7, 1.8 * max(1, len(keys)) + 0.6), sharex=True, squeeze=False)
+    for ax, key in zip(axes[:, 0], keys):
+        starts = [segment["from_step"] for segment in lineage] + [max_steps + 1]
+        values = [segment["params"].get(key) for segment in lineage]
+        ax.step(starts, values + values[-1:], where="post", color="tab:blue")
+        for start, segment in zip(starts[1:-1], lineage[1:]):
+            ax.axvline(start, color="tab:gray", linestyle=":", linewidth=0.8)
+            ax.annotate(f"from {segment['trial']}" if segment["trial"] != lineage[0]["trial"] else "",
+                        (start, values[lineage.index(segment)]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+        if all(isinstance(v, (int, float)) and v > 0 for v in values) and max(values) / min(values) > LOG_SPAN:
+            ax.set_yscale("log")
+        ax.set_ylabel(key, fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("training step")
+    fig.suptitle("The winner's schedule (values its weights were trained with)", fontsize=10)
+    return _save(fig, path)

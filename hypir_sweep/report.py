@@ -14,9 +14,11 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from hypir_sweep import plots
+from hypir_core.checkpoint import FINAL_WEIGHTS
+from hypir_sweep import front_plots, pareto, plots
 from hypir_sweep.analysis import (RANK_RULE, STATUS_ORDER, Sweep, baseline_table, cost, importances, leaderboard,
                                   load_sweep, newest_sweep, read_baseline, write_best_config)
+from hypir_sweep.dashboard import print_dashboard_command
 
 # Piped to a file or CI log, rich would wrap the leaderboard at 80 columns.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
@@ -81,8 +83,14 @@ def make_plots(sweep: Sweep, table: pd.DataFrame, out_dir: str) -> list[tuple[st
     return sections
 
 
-def run_analysis(sweep_path: str | None, baselines: list[str], out_dir: str | None = None, limit: int = 20) -> int:
-    """Analyse a sweep (the newest under sweep_results/ by default); print and write everything; exit code."""
+def run_analysis(sweep_path: str | None, baselines: list[str], out_dir: str | None = None, limit: int = 20,
+                 pick: list[str] | None = None, target: tuple[str, str] | None = None) -> int:
+    """Analyse a sweep (the newest under sweep_results/ by default); print and write everything; exit code.
+
+    ``pick`` (``["knee"]`` or conditions such as ``["val/LPIPS<=0.08"]``) and ``target`` (metric, mode)
+    choose the trial whose config is exported instead of the leaderboard's winner; a Pareto sweep
+    exports its knee by default.
+    """
     sweep_path = sweep_path or newest_sweep()
     sweep = load_sweep(sweep_path)
     if out_dir is None:
@@ -95,18 +103,34 @@ def run_analysis(sweep_path: str | None, baselines: list[str], out_dir: str | No
     tables = [("Leaderboard", table.to_html(index=False, float_format=_fmt, na_rep="-"))]
 
     has_winner = any(math.isfinite(r.best) for r in sweep.rows)
-    if has_winner:
+    if sweep.objectives and not pick and pareto.points(sweep):
+        pick = ["knee"]
+    picked = None
+    if pick:
+        picked, why = pareto.pick(sweep, pick, target)
+        config_path, winner, weights = write_best_config(sweep, os.path.join(out_dir, "best_config.yaml"), picked,
+                                                         why=f"picked by {why}", weights_name=FINAL_WEIGHTS)
+        console.print(f"[bold]Picked: trial {winner.trial}[/bold] by {why}: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in winner.final_metrics.items() if k.count("/") == 1))
+        console.print(f"  config, ready to train: python launch.py --single {config_path}")
+        console.print(f"  weights (HYPIR format, its final round): {weights or 'not kept'}")
+    elif has_winner:
         config_path, winner, weights = write_best_config(sweep, os.path.join(out_dir, "best_config.yaml"))
         console.print(f"[bold]Best: trial {winner.trial}[/bold] ({winner.status}), {sweep.metric} {winner.best:.4f}")
         console.print(f"  config, ready to train: python launch.py --single {config_path}")
         console.print(f"  weights (HYPIR format): {weights or 'not kept (outside keep_top_k)'}")
-        if baselines:
-            comparison = baseline_table(sweep, winner, [read_baseline(b, sweep.metric, sweep.mode) for b in baselines])
-            comparison.to_csv(os.path.join(out_dir, "baseline_comparison.csv"), index=False)
-            _print_comparison(comparison)
-            tables.append(("Best trial against the baselines", comparison.to_html(index=False, float_format=_fmt)))
-    else:
+    if (picked is not None or has_winner) and baselines:
+        runs = [read_final(b) if picked is not None else read_baseline(b, sweep.metric, sweep.mode) for b in baselines]
+        comparison = baseline_table(sweep, winner, runs, winner.final_metrics if picked is not None else None)
+        comparison.to_csv(os.path.join(out_dir, "baseline_comparison.csv"), index=False)
+        _print_comparison(comparison)
+        tables.append(("Exported trial against the baselines", comparison.to_html(index=False, float_format=_fmt)))
+    if picked is None and not has_winner:
         console.print("[yellow]No trial has finished a validation round yet: no best config.[/yellow]")
+
+    schedule_sections = []
+    if (sweep.spec.get("scheduler") or {}).get("type") in ("pbt", "pb2") and has_winner:
+        schedule_sections = export_schedule(sweep, winner, out_dir)
 
     gpus = float((sweep.spec.get("resources") or {}).get("gpu", 1))
     spent = cost(sweep, gpus)
@@ -115,11 +139,115 @@ def run_analysis(sweep_path: str | None, baselines: list[str], out_dir: str | No
                  f"{spent['saved_hours']:.2f} {unit} against running every trial for all {sweep.max_rounds} rounds.")
     console.print(cost_line)
 
-    sections = make_plots(sweep, table, os.path.join(out_dir, "plots"))
+    sections = schedule_sections + make_plots(sweep, table, os.path.join(out_dir, "plots"))
+    if sweep.objectives:
+        front_sections, front_table = pareto_section(sweep, baselines, picked, os.path.join(out_dir, "plots"))
+        sections = front_sections + sections
+        tables.insert(1, ("Pareto front", front_table))
     report = plots.html_report(os.path.join(out_dir, "report.html"), f"Sweep {sweep.name}",
                                sections, tables + [("Cost", f"<p>{cost_line}</p>")])
     console.print(f"Leaderboard, plots and report: {out_dir} (open {report})")
+    print_dashboard_command(console, sweep_path)
     return 0
+
+
+def export_schedule(sweep: Sweep, winner, out_dir: str) -> list:
+    """Write ``best_schedule.yaml``: the PBT winner's history as one config with a schedule; plot it."""
+    import json
+
+    import yaml
+
+    from hypir_core.config import config_from_dict, config_to_dict
+    from hypir_sweep.population import lineage_schedule
+    from hypir_sweep.spec import param_overrides
+
+    with open(os.path.join(winner.path, "summary.json")) as handle:
+        lineage = json.load(handle).get("lineage") or []
+    if not lineage:
+        console.print(f"[yellow]Trial {winner.trial} recorded no lineage: no best_schedule.yaml.[/yellow]")
+        return []
+    first, entries = lineage_schedule(lineage)
+    overrides = param_overrides(first, sweep.spec.get("ties") or {}) + [
+        f"output_dir=results/{sweep.name}-schedule", "schedule=" + json.dumps(entries)]
+    config = config_to_dict(config_from_dict(sweep.spec["base_resolved"], source=f"sweep {sweep.name}",
+                                             name=f"{sweep.name}-schedule", overrides=overrides))
+    path = os.path.join(out_dir, "best_schedule.yaml")
+    with open(path, "w") as handle:
+        handle.write(f"# the schedule trial {winner.trial} of sweep '{sweep.name}' was trained with (best "
+                     f"{sweep.metric} {winner.best:.4f}), followed back through {len(lineage) - 1} exploit(s);\n"
+                     f"# replay it from scratch: python launch.py --single {os.path.relpath(path)}\n")
+        yaml.safe_dump(config, handle, sort_keys=False)
+    console.print(f"Winner's schedule ({len(entries)} change(s)): python launch.py --single {path}")
+    keys = [k for k in sweep.param_keys if len({str(s['params'].get(k)) for s in lineage}) > 1] or sweep.param_keys
+    figure = plots.schedule_steps(lineage, keys, int(sweep.spec["base_resolved"]["max_train_steps"]),
+                                  os.path.join(out_dir, "plots", "schedule.png"))
+    return [("The winner's schedule", figure, f"Values trial {winner.trial}'s weights were trained with, step by "
+                                              f"step, following population-based training's exploits back.")]
+
+
+def pareto_section(sweep: Sweep, baselines: list[str], picked, plots_dir: str) -> tuple[list, str]:
+    """Print the front and its hypervolume against each baseline; return the report's figures and front table."""
+    front = pareto.front(sweep)
+    on_front = {r.trial for r in front}
+    metrics = [m for m, _ in sweep.objectives]
+    table = Table(title=f"Pareto front: {len(front)} of {len(pareto.points(sweep))} full-budget trials")
+    for column in ["trial", *metrics, *sweep.param_keys]:
+        table.add_column(column.removeprefix("val/"), justify="left" if column == "trial" else "right")
+    for row in front:
+        mark = " (picked)" if picked is not None and row.trial == picked.trial else ""
+        table.add_row(row.trial + mark, *(_fmt(row.final_metrics[m]) for m in metrics),
+                      *(_fmt(row.params.get(k)) for k in sweep.param_keys))
+    console.print(table)
+    base_points = []
+    for run_dir in baselines:
+        name, final, _ = read_final(run_dir)
+        base_points.append({"name": name, "dir": run_dir, **final})
+        if all(m in final for m in metrics):
+            volume = pareto.hypervolume(front, sweep.objectives, final)
+            console.print(f"Hypervolume of the front beyond baseline {name} ({', '.join(f'{m} {final[m]:.4g}' for m in metrics)}): "
+                          f"{volume:.4g}" + (" (no front point beats it on every objective)" if volume == 0 else ""))
+    points = [{"trial": r.trial, "on_front": r.trial in on_front, **r.final_metrics} for r in pareto.points(sweep)]
+    figures = [("Pareto front", front_plots.objective_front(points, sweep.objectives,
+                                                            os.path.join(plots_dir, "pareto_front.png"), base_points,
+                                                            picked.trial if picked is not None else None),
+                "Each full-budget trial at its last round; dominated trials faded; baselines as crosses.")]
+    shown = _spread(front, picked, 3)
+    runs = [(f"{r.trial}{' (picked)' if picked is not None and r.trial == picked.trial else ''}", r.path)
+            for r in shown] + [(b["name"], b["dir"]) for b in base_points]
+    for kind in sweep.spec["base_resolved"]["data_config"]["val"].get("degradation_types") or []:
+        image = front_plots.side_by_side(runs, kind, os.path.join(plots_dir, f"compare_{kind}.png"))
+        if image:
+            figures.append((f"{kind}: picked point, front points and baselines", image,
+                            "The same validation crops at each run's final round: LQ | each config | GT."))
+    front_table = pd.DataFrame([{"trial": r.trial, **{m: r.final_metrics[m] for m in metrics}, **r.params}
+                                for r in front]).to_html(index=False, float_format=_fmt)
+    return figures, front_table
+
+
+def _spread(front: list, picked, count: int) -> list:
+    """The picked point first, then up to ``count`` front points spread along the front."""
+    others = [r for r in front if picked is None or r.trial != picked.trial]
+    if len(others) > count:
+        others = [others[round(i * (len(others) - 1) / (count - 1))] for i in range(count)] if count > 1 else others[:1]
+    return ([picked] if picked is not None else []) + others
+
+
+def read_final(run_dir: str) -> tuple[str, dict[str, float], int]:
+    """A single run's last round (name, metrics, step): the point its final weights give."""
+    import json
+
+    try:
+        with open(os.path.join(run_dir, "summary.json")) as handle:
+            rounds = json.load(handle).get("rounds") or []
+    except (OSError, ValueError):
+        rounds = []
+    if not rounds:
+        from hypir_sweep.analysis import AnalysisError
+
+        raise AnalysisError(f"Baseline '{run_dir}' holds no validation round in its summary.json; pass the "
+                            f"output_dir of a finished launch.py --single run.")
+    last = rounds[-1]["metrics"]
+    return os.path.basename(os.path.normpath(run_dir)), last, int(last.get("step", 0))
 
 
 def _print_comparison(comparison: pd.DataFrame) -> None:

@@ -26,9 +26,10 @@ from hypir_core import faults
 from hypir_core.errors import ConfigError
 from hypir_core.preflight import preflight
 from hypir_sweep.analysis import STATUS_ORDER, load_sweep
-from hypir_sweep.spec import SPEC_COPY, SpecError, SweepSpec, load_spec, spec_copy
+from hypir_sweep.dashboard import print_dashboard_command
 from hypir_sweep.resources import check_fits, check_gpus, cluster_nodes, local_node
-from hypir_sweep.trial import TRIAL_CONFIG, run_trial, trial_dirname, trial_name
+from hypir_sweep.spec import SPEC_COPY, SpecError, SweepSpec, load_spec, spec_copy
+from hypir_sweep.trial import EXPLOITED, TRIAL_CONFIG, run_trial, trial_dirname, trial_name
 
 console = Console(highlight=False, soft_wrap=True)  # paths and commands stay on one line, ready to copy
 # Ray writes its experiment state this often (seconds), so a killed driver loses little.
@@ -36,25 +37,26 @@ os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 # A trial that ends without finishing its budget (diverged, out of memory) says so in a last result
 # without scores; the spec's metric names are checked before the sweep starts.
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-# Every round is checkpointed on purpose (num_to_keep=2), which makes Ray warn about state snapshots.
+# Every round is checkpointed on purpose, which makes Ray warn about state snapshots.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def domain(p):
+    """One spec parameter as a Ray Tune domain."""
+    from ray import tune
+
+    if p.type == "choice":
+        return tune.choice(list(p.values))
+    if p.type == "int":
+        return tune.qrandint(int(p.low), int(p.high), int(p.q or 1))
+    if p.type == "loguniform":
+        return tune.loguniform(p.low, p.high)
+    return tune.quniform(p.low, p.high, p.q) if p.q else tune.uniform(p.low, p.high)
 
 
 def tune_space(spec: SweepSpec) -> dict[str, Any]:
     """The spec's space as Ray Tune domains (OptunaSearch turns them into Optuna distributions)."""
-    from ray import tune
-
-    space = {}
-    for p in spec.space:
-        if p.type == "choice":
-            space[p.key] = tune.choice(list(p.values))
-        elif p.type == "int":
-            space[p.key] = tune.qrandint(int(p.low), int(p.high), int(p.q or 1))
-        elif p.type == "loguniform":
-            space[p.key] = tune.loguniform(p.low, p.high)
-        else:
-            space[p.key] = tune.quniform(p.low, p.high, p.q) if p.q else tune.uniform(p.low, p.high)
-    return space
+    return {p.key: domain(p) for p in spec.space}
 
 
 def optuna_distributions(spec: SweepSpec) -> dict[str, Any]:
@@ -79,6 +81,10 @@ def make_scheduler(spec: SweepSpec):
     if s.type == "median":
         return MedianStoppingRule(time_attr=ROUND, grace_period=s.grace_period,
                                   min_samples_required=s.min_samples_required)
+    if s.population_based:
+        from hypir_sweep.population import population_scheduler
+
+        return population_scheduler(spec, {p.key: domain(p) for p in s.hyperparam_mutations})
     return FIFOScheduler()
 
 
@@ -92,6 +98,7 @@ def make_searcher(spec: SweepSpec):
     storage = optuna.storages.RDBStorage(spec.optuna_storage)
     return SweepSearch(metric=spec.metric, mode=spec.mode, sampler=optuna.samplers.TPESampler(seed=spec.search.seed),
                        study_name=spec.name, storage=storage, max_rounds=spec.max_rounds,
+                       objectives=[(o.metric, o.mode) for o in spec.objectives] or None,
                        points_to_evaluate=[dict(p) for p in spec.search.points_to_evaluate] or None)
 
 
@@ -182,6 +189,9 @@ def dry_run(spec_path: str) -> int:
         console.print("[yellow]hyperband compares trials of a bracket only when they run side by side; with "
                       f"max_concurrent_trials {s.max_concurrent_trials} it stops few or none (asha does not "
                       "need this).[/yellow]")
+    if spec.objectives:
+        console.print("objectives (Pareto front): " + ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives)
+                      + f"; early stopping on {spec.metric}")
     console.print(f"resources per trial: {spec.resources.gpu:g} GPU, {spec.resources.cpu:g} CPU; "
                   f"metric {spec.metric} ({spec.mode}); results in {spec.sweep_dir}; tracking {spec.tracking.report_to}")
     for warning in spec.warnings:
@@ -196,7 +206,8 @@ def dry_run(spec_path: str) -> int:
 
     # The first configs the sweep will try: the same seeded TPE sampler over the same distributions.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize" if spec.mode == "max" else "minimize",
+    modes = [o.mode for o in spec.objectives] or [spec.mode]
+    study = optuna.create_study(directions=["maximize" if m == "max" else "minimize" for m in modes],
                                 sampler=optuna.samplers.TPESampler(seed=s.seed))
     for point in s.points_to_evaluate:
         study.enqueue_trial(dict(point))
@@ -334,9 +345,19 @@ def _new_tuner(spec: SweepSpec, storage_path: str, progress: bool):
 
     from hypir_sweep.search import EndedTrialStopper, SchedulerState
 
-    searcher, scheduler = make_searcher(spec), make_scheduler(spec)
-    console.print(f"Sweep '{spec.name}': {spec.search.num_samples} trials, {spec.scheduler.type} early stopping, "
-                  f"results in {spec.sweep_dir}")
+    scheduler = make_scheduler(spec)
+    if spec.scheduler.population_based:
+        from hypir_sweep.population import initial_population
+
+        searcher, extra = initial_population(spec), {}
+        console.print(f"Sweep '{spec.name}': a population of {spec.search.num_samples}, {spec.scheduler.type} every "
+                      f"{spec.scheduler.perturbation_interval} rounds, results in {spec.sweep_dir}")
+    else:
+        searcher = make_searcher(spec)
+        # Saved with Tune's state, so --resume has the scheduler's rungs and stops what it had stopped.
+        extra = {"callbacks": [SchedulerState(scheduler)], "stop": EndedTrialStopper(searcher)}
+        console.print(f"Sweep '{spec.name}': {spec.search.num_samples} trials, {spec.scheduler.type} early stopping, "
+                      f"results in {spec.sweep_dir}")
     return tune.Tuner(
         _trainable(spec), param_space=tune_space(spec),
         tune_config=tune.TuneConfig(
@@ -346,10 +367,10 @@ def _new_tuner(spec: SweepSpec, storage_path: str, progress: bool):
         run_config=tune.RunConfig(
             name=spec.name, storage_path=storage_path,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            # Two: a killed driver's last state snapshot may name the checkpoint before the newest.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            # Saved with Tune's state, so --resume has the scheduler's rungs and stops what it had stopped.
-            callbacks=[SchedulerState(scheduler)], stop=EndedTrialStopper(searcher),
+            # Local and NFS storage: each trial prunes its own checkpoints, never one that a lagging state
+            # snapshot may still name (hypir_sweep.trial.prune_tune_checkpoints); object storage: Tune keeps two.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2 if spec.remote_storage else None),
+            **extra,
             # Object storage: upload a trial's folder when it ends (it holds no training state);
             # local and NFS storage: trials write there directly.
             sync_config=tune.SyncConfig(sync_artifacts=spec.remote_storage, sync_artifacts_on_checkpoint=False),
@@ -359,7 +380,7 @@ def _new_tuner(spec: SweepSpec, storage_path: str, progress: bool):
 def _restored_tuner(spec: SweepSpec, experiment: str):
     from ray import tune
 
-    if spec.scheduler.type in ("hyperband", "median"):
+    if spec.scheduler.type in ("hyperband", "median", "pbt", "pb2"):
         console.print(f"[yellow]{spec.scheduler.type} early stopping starts its statistics afresh on resume (only "
                       f"asha keeps them).[/yellow]")
     console.print(f"Resuming sweep '{spec.name}' from {experiment}")
@@ -402,6 +423,10 @@ def prune_weights(spec: SweepSpec, sweep) -> list[str]:
     """
     ended = [row for row in sweep.rows if row.terminated]
     keep = {row.path for row in [r for r in sweep.rows if math.isfinite(r.best)][:spec.keep_top_k]}
+    if sweep.objectives:  # every point of a Pareto front may be the one a user picks
+        from hypir_sweep.pareto import front
+
+        keep |= {row.path for row in front(sweep)}
     pruned = []
     for row in ended:
         if row.path in keep:
@@ -411,7 +436,8 @@ def prune_weights(spec: SweepSpec, sweep) -> list[str]:
                 if os.path.exists(path):
                     os.remove(path)
                     pruned.append(row.path)
-        for folder in glob.glob(os.path.join(row.path, "checkpoint_*")):
+        for folder in glob.glob(os.path.join(row.path, "checkpoint_*")) + glob.glob(os.path.join(row.path,
+                                                                                             EXPLOITED + "*")):
             shutil.rmtree(folder, ignore_errors=True)
     return sorted(set(pruned))
 
@@ -435,6 +461,13 @@ def print_outcome(spec: SweepSpec, sweep, results, elapsed: float, pruned: list[
                   if spec.remote_storage or os.path.exists(weights) else "  weights: not kept (keep_top_k: 0)")
     if pruned:
         console.print(f"Weights kept for the top {spec.keep_top_k} trials; removed from {len(pruned)} others.")
+    if spec.objectives:
+        from hypir_sweep.pareto import front
+
+        console.print(f"Pareto front ({', '.join(o.metric for o in spec.objectives)}): {len(front(sweep))} trials; "
+                      f"pick one with python analyze.py {spec.sweep_dir} --pick knee (or --pick "
+                      f"\"val/LPIPS<=0.08\" --maximize val/PSNR).")
     console.print(f"Study: optuna.load_study(study_name='{spec.name}', storage='{spec.optuna_storage}')")
     console.print(f"Leaderboard, best config and plots: python analyze.py {spec.sweep_dir}")
+    print_dashboard_command(console, spec.sweep_dir)
     return 0 if not errors else 1

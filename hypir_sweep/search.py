@@ -34,11 +34,20 @@ RAY_TRIAL_ATTR = "ray_trial_id"
 class SweepSearch(OptunaSearch):
     """OptunaSearch whose study says COMPLETE, PRUNED or FAIL as the trial actually ended (see module doc)."""
 
-    def __init__(self, *args, max_rounds: int, **kwargs):
+    def __init__(self, *args, max_rounds: int, objectives: list[tuple[str, str]] | None = None, **kwargs):
+        if objectives:  # a Pareto sweep: the study's directions are the objectives' modes
+            kwargs.update(metric=[m for m, _ in objectives], mode=[d for _, d in objectives])
         super().__init__(*args, **kwargs)
         self.max_rounds = max_rounds
+        self.objectives = list(objectives or [])
         self.values: dict[str, dict[int, float]] = {}  # Tune trial id -> {round: value}
+        self.points: dict[str, tuple[int, list[float]]] = {}  # Pareto sweeps: trial -> (round, objective values)
         self.ended_before: dict[str, int] = {}  # trials the study holds as pruned: the round they stopped at
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        if self.objectives:  # Tune passes the scheduler's scalar metric; the study keeps its objectives
+            metric = mode = None
+        return super().set_search_properties(metric, mode, config, **spec)
 
     # ---- asking ------------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict | None:
@@ -49,9 +58,13 @@ class SweepSearch(OptunaSearch):
 
     # ---- telling -----------------------------------------------------------------------------
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if isinstance(self.metric, list) or self.metric not in result or ROUND not in result:
+        if trial_id in self._completed_trials or trial_id in self.ended_before or ROUND not in result:
             return
-        if trial_id in self._completed_trials or trial_id in self.ended_before:
+        if self.objectives:  # Optuna takes no per-round values with several objectives: keep the newest round
+            if all(metric in result for metric, _ in self.objectives):
+                self.points[trial_id] = (int(result[ROUND]), [float(result[m]) for m, _ in self.objectives])
+            return
+        if self.metric not in result:
             return
         value, round_number = float(result[self.metric]), int(result[ROUND])
         self.values.setdefault(trial_id, {})[round_number] = value
@@ -69,27 +82,45 @@ class SweepSearch(OptunaSearch):
         state, value, reason = self.outcome(trial_id, result, error)
         frozen = self._frozen(trial_id)
         if not frozen.state.is_finished():
+            trial = self._ot_trials[trial_id]
             if reason:
-                self._ot_trials[trial_id].set_user_attr("ending", reason)
-            self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
-        elif frozen.state != state or (state == _states().COMPLETE and frozen.value != value):
+                trial.set_user_attr("ending", reason)
+            trial.set_user_attr("rounds", self._rounds(trial_id))
+            self._ot_study.tell(trial, value, state=state)
+        elif frozen.state != state or (state == _states().COMPLETE and _values(frozen) != _as_list(value)):
             # Finished in the study already (a failure before --resume restarted it): record the
             # new outcome as a trial of its own, so the sampler learns it; analyze.py reads the newest.
             self._add_copy(trial_id, frozen, state, value, reason)
 
-    def outcome(self, trial_id: str, result: dict | None, error: bool) -> tuple[Any, float | None, str]:
-        """(Optuna state, value, reason) for a trial that Tune says has ended."""
+    def outcome(self, trial_id: str, result: dict | None, error: bool) -> tuple[Any, Any, str]:
+        """(Optuna state, value, reason) for a trial that Tune says has ended.
+
+        A full-budget trial's value is its best round (what the leaderboard ranks by); with several
+        objectives, the objectives of its last round (what its final weights give).
+        """
         states = _states()
-        values = {r: v for r, v in self.values.get(trial_id, {}).items()}
         ending = (result or {}).get(ENDING) or ""
-        finite = [v for v in values.values() if math.isfinite(v)]
         if error:
             return states.FAIL, None, "error"
+        if self.objectives:
+            round_number, point = self.points.get(trial_id, (0, []))
+            if ending or not point or not all(math.isfinite(v) for v in point):
+                return states.FAIL, None, ending or "no validation round"
+            if round_number >= self.max_rounds:
+                return states.COMPLETE, point, ""
+            return states.PRUNED, None, "stopped early"
+        values = self.values.get(trial_id, {})
+        finite = [v for v in values.values() if math.isfinite(v)]
         if ending or not finite:
             return states.FAIL, None, ending or "no validation round"
         if max(values) >= self.max_rounds:
             return states.COMPLETE, (max if self.mode == "max" else min)(finite), ""
         return states.PRUNED, None, "stopped early"
+
+    def _rounds(self, trial_id: str) -> int:
+        if self.objectives:
+            return self.points.get(trial_id, (0, []))[0]
+        return max(self.values.get(trial_id, {0: 0}))
 
     def _frozen(self, trial_id: str):
         trial = self._ot_trials[trial_id]
@@ -98,13 +129,13 @@ class SweepSearch(OptunaSearch):
     def _add_copy(self, trial_id: str, frozen, state, value, reason: str) -> None:
         import optuna
 
-        values = self.values.get(trial_id, {})
+        values = {} if self.objectives else self.values.get(trial_id, {})
         self._ot_study.add_trial(optuna.trial.create_trial(
-            state=state, value=value if state == _states().COMPLETE else None, params=frozen.params,
+            state=state, values=_as_list(value) if state == _states().COMPLETE else None, params=frozen.params,
             distributions=frozen.distributions, intermediate_values={r: v for r, v in values.items()
                                                                     if math.isfinite(v)},
             user_attrs={**frozen.user_attrs, RAY_TRIAL_ATTR: trial_id, "supersedes": frozen.number,
-                        **({"ending": reason} if reason else {})}))
+                        "rounds": self._rounds(trial_id), **({"ending": reason} if reason else {})}))
 
     # ---- resume ------------------------------------------------------------------------------
     def restore(self, checkpoint_path: str) -> None:
@@ -130,11 +161,20 @@ class SweepSearch(OptunaSearch):
                 if frozen.state == states.FAIL and frozen.user_attrs.get("ending") == "error":
                     self._completed_trials.discard(trial_id)  # --resume restarts errored trials: hear them again
                 continue
-            if frozen.state == states.PRUNED and frozen.intermediate_values:
-                self.ended_before[trial_id] = max(frozen.intermediate_values)
+            stopped_at = frozen.user_attrs.get("rounds") or max(frozen.intermediate_values, default=0)
+            if frozen.state == states.PRUNED and stopped_at:
+                self.ended_before[trial_id] = stopped_at
                 self.values[trial_id] = dict(frozen.intermediate_values)
             elif frozen.state.is_finished():
                 self.values.setdefault(trial_id, {}).update(frozen.intermediate_values)
+
+
+def _as_list(value) -> list[float] | None:
+    return None if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _values(frozen) -> list[float] | None:
+    return list(frozen.values) if frozen.values is not None else None
 
 
 def _states():

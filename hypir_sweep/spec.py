@@ -13,24 +13,28 @@ import difflib
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
 
-from hypir_core.config import LOSS_WEIGHTS, Config, config_from_dict, config_to_dict, load_config, read_yaml
+from hypir_core.config import LOSS_WEIGHTS, SWANLAB_MODES, Config, config_from_dict, config_to_dict, load_config
+from hypir_core.config import read_yaml
 from hypir_core.config import show_value as _show
 from hypir_core.errors import ConfigError
+from hypir_core.schedule import MUTABLE
+from hypir_core.tracking import local_mode_available
 
 PARAM_TYPES = ("uniform", "loguniform", "int", "choice")
-SCHEDULERS = ("asha", "hyperband", "median", "fifo")
+SCHEDULERS = ("asha", "hyperband", "median", "fifo", "pbt", "pb2")
+POPULATION_BASED = ("pbt", "pb2")
 SEARCHERS = ("optuna_tpe",)
 SPEC_COPY = "sweep_spec.yaml"  # the copy of the spec a sweep keeps in its folder (what --resume and analyze.py read)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Keys a sweep sets itself in every trial: a space must not search them.
 _TRIAL_OWNED = ("output_dir", "resume_from_checkpoint", "checkpointing_steps", "checkpoints_total_limit",
-                "validation_steps", "max_train_steps", "report_to", "swanlab_project")
+                "validation_steps", "max_train_steps", "report_to", "swanlab_project", "swanlab_mode", "logging_dir")
 
 
 class SpecError(ConfigError):
@@ -70,12 +74,25 @@ class Param:
 
 @dataclass(frozen=True)
 class Scheduler:
-    """Early stopping; times are validation rounds (Tune's ``training_iteration``)."""
+    """Early stopping, or population-based training; times are the trial's validation rounds."""
 
     type: str = "asha"
     grace_period: int = 1
     reduction_factor: int = 2
     min_samples_required: int = 3
+    # pbt / pb2: every ``perturbation_interval`` rounds the weakest quantile copies a strong trial's state
+    # and goes on with mutated values of ``hyperparam_mutations`` (keys a schedule may change).
+    perturbation_interval: int = 1
+    hyperparam_mutations: tuple[Param, ...] = ()
+    quantile_fraction: float = 0.25
+    resample_probability: float = 0.25
+    # True: the population waits at every perturbation and trials are compared at the same round (each
+    # restarts from its checkpoint there); False: each trial is compared with the others' latest scores.
+    synch: bool = False
+
+    @property
+    def population_based(self) -> bool:
+        return self.type in POPULATION_BASED
 
 
 @dataclass(frozen=True)
@@ -96,9 +113,18 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Objective:
+    """One metric of a multi-objective (Pareto) sweep and whether higher or lower is better."""
+
+    metric: str
+    mode: str
+
+
+@dataclass(frozen=True)
 class Tracking:
     report_to: str
     project: str
+    mode: str = "auto"  # SwanLab mode: auto | cloud | local | offline (hypir_core.tracking.detect_swanlab_mode)
 
 
 @dataclass(frozen=True)
@@ -123,6 +149,9 @@ class SweepSpec:
     max_failures: int
     raw: dict = field(compare=False, repr=False)
     warnings: tuple[str, ...] = ()  # what is allowed but probably not meant; printed by --dry-run and at the start
+    # Pareto sweeps: the metrics the study trades off. ``metric``/``mode`` stay the scalar the scheduler
+    # stops on (and that ranks the leaderboard).
+    objectives: tuple[Objective, ...] = ()
 
     @property
     def max_rounds(self) -> int:
@@ -152,11 +181,18 @@ class SweepSpec:
         """Overrides that turn the base config into one trial's config: sampled params, then ties."""
         return param_overrides(params, self.ties)
 
-    def trial_config(self, params: dict[str, Any], output_dir: str, name: str) -> Config:
-        """The complete training config of one trial, as ``launch.py --single`` would run it."""
+    def trial_config(self, params: dict[str, Any], output_dir: str, name: str,
+                     logging_dir: str | None = None) -> Config:
+        """The complete training config of one trial, as ``launch.py --single`` would run it.
+
+        ``logging_dir``: where its SwanLab run goes (the sweep's shared folder); default the base config's.
+        """
         extra = [f"output_dir={output_dir}", f"checkpointing_steps={self.base.validation_steps}",
                  "checkpoints_total_limit=1", "resume_from_checkpoint=null",
-                 f"report_to={self.tracking.report_to}", f"swanlab_project={self.tracking.project}"]
+                 f"report_to={self.tracking.report_to}", f"swanlab_project={self.tracking.project}",
+                 f"swanlab_mode={self.tracking.mode}"]
+        if logging_dir:
+            extra.append(f"logging_dir={_yaml_value(logging_dir)}")
         return config_from_dict(config_to_dict(self.base), source=f"sweep spec {self.source}", name=name,
                                 overrides=self.trial_overrides(params) + extra)
 
@@ -226,6 +262,12 @@ class _Reader:
             self.bad(key, allowed, value)
         return int(value) if integer else float(value)
 
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.raw.get(key, default)
+        if not isinstance(value, bool):
+            self.bad(key, "true or false", value)
+        return value
+
     def text(self, key: str, default=None, choices: tuple[str, ...] | None = None) -> str | None:
         value = self.raw.get(key, default)
         if value is None:
@@ -272,13 +314,13 @@ def _config_value(cfg: Config, dotted: str) -> Any:
     return node
 
 
-def _read_param(key: str, raw: Any, source: str, base: Config) -> Param:
+def _read_param(key: str, raw: Any, source: str, base: Config, prefix: str = "space") -> Param:
     if key in _TRIAL_OWNED:
-        _fail(f"'space.{key}' in {source} cannot be searched: the sweep sets {key} itself; remove it from space.")
-    r = _Reader(raw, f"space.{key}", source, ("type", "low", "high", "q", "values"))
+        _fail(f"'{prefix}.{key}' in {source} cannot be searched: the sweep sets {key} itself; remove it from space.")
+    r = _Reader(raw, f"{prefix}.{key}", source, ("type", "low", "high", "q", "values"))
     kind = r.text("type", choices=PARAM_TYPES)
     if kind is None:
-        _fail(f"'space.{key}' in {source} needs a type: one of {', '.join(PARAM_TYPES)}, "
+        _fail(f"'{prefix}.{key}' in {source} needs a type: one of {', '.join(PARAM_TYPES)}, "
               f"e.g. {{type: loguniform, low: 0.05, high: 1.0}}.")
     if kind == "choice":
         values = raw.get("values")
@@ -286,25 +328,25 @@ def _read_param(key: str, raw: Any, source: str, base: Config) -> Param:
             r.bad("values", "a non-empty list of distinct values", values)
         extra = set(raw) - {"type", "values"}
         if extra:
-            _fail(f"'space.{key}' in {source} is a choice: give only 'values', not {', '.join(sorted(extra))}.")
+            _fail(f"'{prefix}.{key}' in {source} is a choice: give only 'values', not {', '.join(sorted(extra))}.")
         param = Param(key, kind, values=tuple(values))
     else:
         if "values" in raw:
-            _fail(f"'space.{key}.values' in {source} is only for type: choice; use low and high for {kind}.")
+            _fail(f"'{prefix}.{key}.values' in {source} is only for type: choice; use low and high for {kind}.")
         integer = kind == "int"
         low = r.number("low", integer=integer, lo=0 if kind == "loguniform" else None,
                        lo_open=kind == "loguniform")
         high = r.number("high", integer=integer)
         if low is None or high is None:
-            _fail(f"'space.{key}' in {source} needs both low and high for type {kind}.")
+            _fail(f"'{prefix}.{key}' in {source} needs both low and high for type {kind}.")
         if not low < high:
-            _fail(f"'space.{key}' in {source} needs low < high, got low {low:g} and high {high:g}.")
+            _fail(f"'{prefix}.{key}' in {source} needs low < high, got low {low:g} and high {high:g}.")
         q = r.number("q", integer=integer, lo=0, lo_open=True)
         if q is not None and kind == "loguniform":
-            _fail(f"'space.{key}.q' in {source}: Optuna cannot quantize a log scale; use type: uniform with q, "
+            _fail(f"'{prefix}.{key}.q' in {source}: Optuna cannot quantize a log scale; use type: uniform with q, "
                   f"or drop q.")
         if q is not None and not (_multiple(low, q) and _multiple(high, q)):
-            _fail(f"'space.{key}' in {source}: low and high must be multiples of q ({q:g}), got low {low:g} and "
+            _fail(f"'{prefix}.{key}' in {source}: low and high must be multiples of q ({q:g}), got low {low:g} and "
                   f"high {high:g}.")
         param = Param(key, kind, low=low, high=high, q=q)
     # Every bound and choice must make a loadable training config: the trainer's own rules decide.
@@ -315,11 +357,11 @@ def _read_param(key: str, raw: Any, source: str, base: Config) -> Param:
                              overrides=[f"{key}={_yaml_value(value)}"])
         except ConfigError as exc:
             hint = " Use type: int for an integer key." if "must be an integer" in str(exc) and kind != "int" else ""
-            _fail(f"'space.{key}' in {source} allows {value!r}, which the training config refuses: {exc}{hint}")
+            _fail(f"'{prefix}.{key}' in {source} allows {value!r}, which the training config refuses: {exc}{hint}")
     current = _config_value(base, key)
     if isinstance(current, dict) or isinstance(current, list) and kind != "choice":
-        _fail(f"'space.{key}' in {source} names a section of the training config; search one of its keys, "
-              f"e.g. space.{key}.<key>.")
+        _fail(f"'{prefix}.{key}' in {source} names a section of the training config; search one of its keys, "
+              f"e.g. {prefix}.{key}.<key>.")
     return param
 
 
@@ -383,7 +425,8 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
         raw = read_yaml(spec_path, "Sweep spec")
     except ConfigError as exc:
         raise SpecError(str(exc)) from None
-    top = _Reader(raw, "", source, ("name", "base_config", "overrides", "metric", "mode", "space", "ties", "search",
+    top = _Reader(raw, "", source, ("name", "base_config", "overrides", "metric", "mode", "objectives", "space",
+                                    "ties", "search",
                                     "scheduler", "resources", "tracking", "storage_path", "keep_top_k",
                                     "max_failures"))
     name = top.text("name", default=spec_path.stem)
@@ -408,6 +451,7 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
         top.bad("metric", f"a metric validation reports: val/Final_Score, val/PSNR, val/SSIM, val/LPIPS or "
                           f"val/<type>/PSNR|SSIM|LPIPS with a type of {', '.join(types)}", metric)
     mode = top.text("mode", default="min" if metric.endswith("LPIPS") else "max", choices=("max", "min"))
+    objectives = _read_objectives(raw.get("objectives"), source, reported, types)
 
     space_raw = raw.get("space")
     if not isinstance(space_raw, dict) or not space_raw:
@@ -450,18 +494,8 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
                     points_to_evaluate=points, point_labels=labels,
                     optuna_storage=s.text("optuna_storage"))
 
-    sc = _Reader(raw.get("scheduler"), "scheduler", source,
-                 ("type", "grace_period", "reduction_factor", "min_samples_required"))
-    scheduler = Scheduler(type=sc.text("type", default="asha", choices=SCHEDULERS),
-                          grace_period=sc.number("grace_period", default=1, lo=1, integer=True),
-                          reduction_factor=sc.number("reduction_factor", default=2, lo=2, integer=True),
-                          min_samples_required=sc.number("min_samples_required", default=3, lo=1, integer=True))
-
     rounds = math.ceil(base.max_train_steps / base.validation_steps)
-    if scheduler.type in ("asha", "median") and scheduler.grace_period > rounds:
-        sc.bad("grace_period", f"at most the {rounds} validation rounds of a full trial (max_train_steps "
-                               f"{base.max_train_steps} / validation_steps {base.validation_steps})",
-               scheduler.grace_period)
+    scheduler = _read_scheduler(raw.get("scheduler"), source, base, space, rounds)
 
     rs = _Reader(raw.get("resources"), "resources", source, ("gpu", "cpu"))
     gpu = rs.number("gpu", default=1, lo=0)
@@ -470,17 +504,102 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
               f"others would idle while counted; use gpu: 1, or a fraction such as 0.5 to share a GPU between trials.")
     resources = Resources(gpu=gpu, cpu=rs.number("cpu", default=1, lo=0, lo_open=True))
 
-    tr = _Reader(raw.get("tracking"), "tracking", source, ("report_to", "project"))
+    tr = _Reader(raw.get("tracking"), "tracking", source, ("report_to", "project", "mode"))
     tracking = Tracking(report_to=tr.text("report_to", default=base.report_to, choices=("swanlab", "none")),
-                        project=tr.text("project", default=base.swanlab_project))
+                        project=tr.text("project", default=base.swanlab_project),
+                        mode=tr.text("mode", default=base.swanlab_mode, choices=SWANLAB_MODES))
+    if tracking.report_to == "swanlab" and tracking.mode == "local" and not local_mode_available():
+        tr.bad("mode", "auto, cloud or offline until SwanLab's dashboard is installed (pip install -e "
+                       "'.[dashboard]')", "local")
 
     storage_path = top.text("storage_path", default="sweep_results")
+    if scheduler.population_based and "://" in storage_path:
+        top.bad("storage_path", f"a local or shared (NFS) folder for scheduler type {scheduler.type} (trials copy "
+                                f"each other's checkpoints there)", storage_path)
     keep_top_k = top.number("keep_top_k", default=3, lo=0, integer=True)
     max_failures = top.number("max_failures", default=2, lo=0, integer=True)
     return SweepSpec(name=name, source=source, base_config=str(base_path), base=base, overrides=overrides,
                      metric=metric, mode=mode, space=space, ties=ties, search=search, scheduler=scheduler,
                      resources=resources, tracking=tracking, storage_path=storage_path, keep_top_k=keep_top_k,
-                     max_failures=max_failures, raw=raw, warnings=_zero_loss_warning(space, base, source))
+                     max_failures=max_failures, raw=raw, objectives=objectives,
+                     warnings=_zero_loss_warning(space, base, source) + _population_warning(scheduler, search))
+
+
+def _population_warning(scheduler: Scheduler, search: Search) -> tuple[str, ...]:
+    if scheduler.population_based and search.max_concurrent_trials < search.num_samples:
+        return (f"{scheduler.type} compares a population that trains side by side; with max_concurrent_trials "
+                f"{search.max_concurrent_trials} below the population of {search.num_samples}, trials wait and "
+                f"exploit stale states. Raise it to {search.num_samples} (lower resources per trial to fit).",)
+    return ()
+
+
+def _read_scheduler(raw: Any, source: str, base: Config, space: tuple[Param, ...], rounds: int) -> Scheduler:
+    sc = _Reader(raw, "scheduler", source, ("type", "grace_period", "reduction_factor", "min_samples_required",
+                                            "perturbation_interval", "hyperparam_mutations", "quantile_fraction",
+                                            "resample_probability", "synch"))
+    kind = sc.text("type", default="asha", choices=SCHEDULERS)
+    population = ("perturbation_interval", "hyperparam_mutations", "quantile_fraction", "resample_probability",
+                  "synch")
+    misplaced = [k for k in (population if kind not in POPULATION_BASED else ("grace_period", "reduction_factor",
+                                                                             "min_samples_required")) if k in sc.raw]
+    if misplaced:
+        _fail(f"'scheduler.{misplaced[0]}' in {source} does not apply to scheduler type {kind}; remove it.")
+    scheduler = Scheduler(type=kind, grace_period=sc.number("grace_period", default=1, lo=1, integer=True),
+                          reduction_factor=sc.number("reduction_factor", default=2, lo=2, integer=True),
+                          min_samples_required=sc.number("min_samples_required", default=3, lo=1, integer=True))
+    if kind in ("asha", "median") and scheduler.grace_period > rounds:
+        sc.bad("grace_period", f"at most the {rounds} validation rounds of a full trial (max_train_steps "
+                               f"{base.max_train_steps} / validation_steps {base.validation_steps})",
+               scheduler.grace_period)
+    if kind not in POPULATION_BASED:
+        return scheduler
+    interval = sc.number("perturbation_interval", default=1, lo=1, integer=True)
+    if interval >= rounds:
+        sc.bad("perturbation_interval", f"fewer than the {rounds} validation rounds of a trial (so trials exploit "
+                                        f"each other at least once)", interval)
+    mutations_raw = sc.raw.get("hyperparam_mutations")
+    if not isinstance(mutations_raw, dict) or not mutations_raw:
+        _fail(f"'scheduler.hyperparam_mutations' in {source} must map the keys to mutate to distributions, e.g. "
+              f"{{lr_G: {{type: loguniform, low: 1.0e-6, high: 1.0e-4}}}}.")
+    mutations = []
+    for key, value in mutations_raw.items():
+        if key not in MUTABLE:
+            _fail(f"'scheduler.hyperparam_mutations.{key}' in {source}: {key} cannot change during a trial; "
+                  f"population-based training can mutate {', '.join(MUTABLE)}.")
+        if key not in {p.key for p in space}:
+            _fail(f"'scheduler.hyperparam_mutations.{key}' in {source} needs {key} in space too (it gives the "
+                  f"population's starting values).")
+        param = _read_param(key, value, source, base, prefix="scheduler.hyperparam_mutations")
+        if kind == "pb2" and param.type == "choice":
+            _fail(f"'scheduler.hyperparam_mutations.{key}' in {source}: pb2 models continuous values; give low and "
+                  f"high, or use type: pbt.")
+        mutations.append(param)
+    return replace(scheduler, perturbation_interval=interval, hyperparam_mutations=tuple(mutations),
+                   quantile_fraction=sc.number("quantile_fraction", default=0.25, lo=0, hi=0.5, lo_open=True),
+                   resample_probability=sc.number("resample_probability", default=0.25, lo=0, hi=1),
+                   synch=sc.flag("synch", default=False))
+
+
+def _read_objectives(raw: Any, source: str, reported: set[str], types: list[str]) -> tuple[Objective, ...]:
+    """``objectives: [{metric: val/PSNR, mode: max}, {metric: val/LPIPS, mode: min}]``: 2 or 3, distinct."""
+    if raw is None:
+        return ()
+    example = "objectives: [{metric: val/PSNR, mode: max}, {metric: val/LPIPS, mode: min}]"
+    if not isinstance(raw, list) or not 2 <= len(raw) <= 3:
+        _fail(f"'objectives' in {source} must list 2 or 3 metrics to trade off, e.g. {example}; for one metric use "
+              f"'metric' and 'mode'.")
+    objectives = []
+    for index, item in enumerate(raw):
+        r = _Reader(item, f"objectives[{index}]", source, ("metric", "mode"))
+        metric = r.text("metric")
+        if metric not in reported:
+            r.bad("metric", f"a metric validation reports: val/Final_Score, val/PSNR, val/SSIM, val/LPIPS or "
+                            f"val/<type>/PSNR|SSIM|LPIPS with a type of {', '.join(types)}", metric)
+        default = "min" if metric.endswith("LPIPS") else "max"
+        objectives.append(Objective(metric, r.text("mode", default=default, choices=("max", "min"))))
+    if len({o.metric for o in objectives}) != len(objectives):
+        _fail(f"'objectives' in {source} names a metric twice; each objective must be a different metric.")
+    return tuple(objectives)
 
 
 def _zero_loss_warning(space: tuple[Param, ...], base: Config, source: str) -> tuple[str, ...]:

@@ -4,7 +4,8 @@ Every validation round goes to ``tune.report`` with the round's checkpoint, so a
 stop the trial and a retry (``max_failures``) or a resumed sweep continues from the last round
 Tune holds. The trial's folder holds what a user reads afterwards: ``config.yaml`` (the complete
 training config, runnable with ``launch.py --single``), ``summary.json`` (every round, how the
-trial ended, and every attempt with its time), HYPIR-format weights and the SwanLab run.
+trial ended, and every attempt with its time) and HYPIR-format weights. The SwanLab runs of all
+trials go to one folder, ``<sweep>/swanlog`` (in local mode one dashboard: ``swanlab watch <sweep>/swanlog``).
 
 An attempt that starts from a checkpoint at step S keeps the rounds up to S, trains the rest again
 (training is deterministic, so the scores are those of an uninterrupted trial) and reports each
@@ -14,6 +15,7 @@ rounds Tune had not yet recorded are reported from its summary.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -29,12 +31,16 @@ from hypir_core import faults
 from hypir_core.config import config_to_dict
 from hypir_core.errors import ConfigError
 from hypir_core.reporting import JsonSummaryReporter
+from hypir_sweep.dashboard import swanlog_dir
 from hypir_sweep.spec import SweepSpec
 
 TRIAL_CONFIG = "config.yaml"
 SUMMARY = "summary.json"
 ROUND_FILE = "hypir_round.json"  # written into each reported checkpoint: the step and round it holds
-ENDING = "trial_ending"  # result key of the last report of a trial that ended without finishing its budget
+ENDING = "trial_ending"
+# Tune checkpoints a trial keeps: the newest two, and every one younger than any state-snapshot lag.
+KEEP_CHECKPOINTS, KEEP_SECONDS = 2, 120.0
+EXPLOITED = "exploited_"  # checkpoints population-based training copied into the trial (hypir_sweep.population)  # result key of the last report of a trial that ended without finishing its budget
 # Statuses after which a trial is over for good (a retry or resume must not train it again).
 _ENDED = ("completed", "diverged", "out of memory", "refused")
 
@@ -61,13 +67,28 @@ def ended(status: str) -> bool:
     return status.startswith(_ENDED)
 
 
-def checkpoint_step(path: str) -> int:
-    """The training step a reported checkpoint folder holds (0 if it does not say)."""
+def prune_tune_checkpoints(trial_dir: str, keep: int = KEEP_CHECKPOINTS, min_age_s: float = KEEP_SECONDS) -> None:
+    """Delete this trial's older Tune checkpoints: all but the newest ``keep``, and none younger than ``min_age_s``.
+
+    Tune keeps every checkpoint (num_to_keep=None) and the trial prunes its own: Ray's state snapshot can
+    lag the newest checkpoints by a few seconds, and after a killed driver a resume restores the one the
+    snapshot names, so a checkpoint is only deleted once it is older than any snapshot lag.
+    """
+    found = sorted(glob.glob(os.path.join(trial_dir, "checkpoint_*")))
+    now = time.time()
+    for path in found[:-keep] if keep else found:
+        if now - os.path.getmtime(path) > min_age_s:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def round_info(path: str) -> dict:
+    """What a reported checkpoint says of itself: its step and round, the trial that wrote it, the rounds and
+    the values (``lineage``) its weights went through; {} if it says nothing."""
     try:
         with open(os.path.join(path, ROUND_FILE)) as handle:
-            return int(json.load(handle)["step"])
-    except (OSError, ValueError, KeyError):
-        return 0
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
 
 
 def use_cpu_only() -> None:
@@ -78,7 +99,7 @@ def use_cpu_only() -> None:
 
 def _write_trial_config(output_dir: str, config_dict: dict, spec: SweepSpec, trial_id: str) -> None:
     # Running it alone must not write into the sweep: it gets its own output folder.
-    standalone = {**config_dict, "output_dir": f"results/{spec.name}-{trial_id}"}
+    standalone = {**config_dict, "output_dir": f"results/{spec.name}-{trial_id}", "logging_dir": "logs"}
     with open(os.path.join(output_dir, TRIAL_CONFIG), "w") as handle:
         handle.write(f"# sweep {spec.name}, trial {trial_id}: the complete training config; train it alone with\n"
                      f"# python launch.py --single {TRIAL_CONFIG} (writes into {standalone['output_dir']})\n")
@@ -120,25 +141,37 @@ def run_trial(params: dict, spec: SweepSpec, experiment_dir: str | None) -> None
         previous = {}  # a fresh start: nothing an earlier attempt wrote counts
     ckpt.clear(work_dir)  # the trainer's own copies from an attempt that died: never mix them with ours
 
-    resume_dir, copied, resume_step = None, False, 0
+    resume_dir, copied, restored = None, False, {}
     if checkpoint is not None:
         if checkpoint.filesystem.type_name == "local":
             resume_dir = checkpoint.path
         else:
             resume_dir, copied = checkpoint.to_directory(os.path.join(output_dir, "resume-checkpoint")), True
-        resume_step = checkpoint_step(resume_dir)
+        restored = round_info(resume_dir)
+    resume_step = int(restored.get("step", 0))
+    # Population-based training hands a trial another trial's checkpoint (and new values) to go on from.
+    donor = restored.get("trial")
+    exploited = donor is not None and donor != trial_id
 
     sweep_info = {"name": spec.name, "trial_id": trial_id, "params": params}
-    attempt = {"from_step": resume_step, "started": time.time(), "seconds": 0.0}
+    attempt = {"from_step": resume_step, "started": time.time(), "seconds": 0.0,
+               **({"exploited": donor} if exploited else {})}
+    lineage = list(restored.get("lineage") or [])
+    if not lineage or lineage[-1]["params"] != params:  # the values this trial's weights are trained with from here
+        lineage.append({"trial": trial_id, "from_step": resume_step + 1, "params": params})
 
     def report_to_tune(metrics: dict, checkpoint_dir: str | None = None) -> None:
         ckpt_obj = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         faults.fire("report", int(metrics.get("step", 0)), fault_dir)
         try:
             tune.report(metrics, checkpoint=ckpt_obj)
+            if ckpt_obj is not None and experiment_dir:
+                prune_tune_checkpoints(output_dir)
         except SystemExit:
             # Tune ends a stopped trial (early stopping, or the full budget reached) by raising
             # SystemExit in report: end the run cleanly so summary and SwanLab say so.
+            if metrics["step"] < cfg.max_train_steps:  # first: Ray ends the process about 0.1 s later
+                reporter.finish(f"stopped early at step {metrics['step']}", steps=metrics["step"])
             raise StopTraining from None
         finally:
             if checkpoint_dir:
@@ -146,17 +179,22 @@ def run_trial(params: dict, spec: SweepSpec, experiment_dir: str | None) -> None
                 # resumes from); keeping ours would double the disk.
                 shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
-    if checkpoint is not None and ended(previous.get("status", "")):
+    if checkpoint is not None and not exploited and ended(previous.get("status", "")):
         # It ended after Tune's last state snapshot: report what Tune missed, train nothing.
         _replay_ending(output_dir, previous, resume_step, {**attempt, "replayed": True}, report_to_tune)
         return
 
-    kept = [r for r in previous.get("rounds", []) if r["metrics"]["step"] <= resume_step]
+    if "rounds" in restored:  # the rounds the restored weights went through (another trial's, after an exploit)
+        kept = restored["rounds"]
+    else:
+        kept = [r for r in previous.get("rounds", []) if r["metrics"]["step"] <= resume_step]
     reporter = JsonSummaryReporter(output_dir, {"sweep": sweep_info}, rounds=kept)
     reporter.data["attempts"] = previous.get("attempts", []) + [attempt]
+    reporter.data["lineage"] = lineage
 
     try:
-        cfg = spec.trial_config(params, work_dir, name=f"{spec.name}-{trial_id}")
+        cfg = spec.trial_config(params, work_dir, name=f"{spec.name}-{trial_id}",
+                                logging_dir=swanlog_dir(experiment_dir) if experiment_dir else None)
     except ConfigError as exc:  # e.g. every loss weight sampled 0: not a config anyone can train
         reporter.finish(f"refused: {exc}")
         report_to_tune({ENDING: f"refused: {exc}", "round": 0, "step": 0})
@@ -178,8 +216,15 @@ def run_trial(params: dict, spec: SweepSpec, experiment_dir: str | None) -> None
             # train() returns: record the ending first.
             reporter.finish("completed", steps=metrics["step"], weights=_publish(work_dir, output_dir, cfg.logging_dir))
         if checkpoint_dir:
-            ckpt.write_json(os.path.join(checkpoint_dir, ROUND_FILE), {"step": metrics["step"], "round": round_number})
-        report_to_tune({**metrics, "round": round_number}, checkpoint_dir)
+            ckpt.write_json(os.path.join(checkpoint_dir, ROUND_FILE),
+                            {"step": metrics["step"], "round": round_number, "trial": trial_id, "lineage": lineage,
+                             "rounds": reporter.data["rounds"]})
+        try:
+            report_to_tune({**metrics, "round": round_number}, checkpoint_dir)
+        except StopTraining:
+            if metrics["step"] < cfg.max_train_steps:  # first: Ray ends the process about 0.1 s later
+                reporter.finish(f"stopped early at step {metrics['step']}", steps=metrics["step"])
+            raise
 
     try:
         summary = train(cfg, report, progress_bar=False, group=spec.name,
@@ -197,6 +242,7 @@ def run_trial(params: dict, spec: SweepSpec, experiment_dir: str | None) -> None
     ckpt.clear(work_dir)
     if work_dir != output_dir:
         shutil.rmtree(work_dir, ignore_errors=True)
+
     if ended(summary.status) and summary.status != "completed":
         # Diverged or out of memory: say so to Tune in a last result, so the searcher records a failure.
         report_to_tune({ENDING: summary.status, "round": len(reporter.data["rounds"]), "step": summary.steps})

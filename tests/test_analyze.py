@@ -60,6 +60,24 @@ def test_leaderboard_matches_ray(analysed):
     assert {"lambda_l2", "lambda_l1", "lambda_gan", "lr_G", "Blur PSNR", "Snow PSNR"} <= set(board.columns)
 
 
+def test_the_study_and_the_leaderboard_agree(analysed):
+    """Full-budget trials are COMPLETE with the best round the leaderboard ranks by; stopped ones PRUNED."""
+    import optuna
+
+    sweep_dir, _, out, _ = analysed
+    board = pd.read_csv(out / "leaderboard.csv", dtype={"trial": str})
+    study = optuna.load_study(study_name=sweep_dir.name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    told = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
+    assert set(told) == set(board["trial"])
+    for _, row in board.iterrows():
+        trial = told[row["trial"]]
+        if row["status"] == "completed":
+            assert trial.state == optuna.trial.TrialState.COMPLETE
+            assert trial.value == pytest.approx(row["best val/Final_Score"], abs=1e-9)
+        else:
+            assert trial.state == optuna.trial.TrialState.PRUNED and len(trial.intermediate_values) == row["rounds"]
+
+
 def test_best_config_loads_and_trains(analysed, tmp_path):
     _, _, out, _ = analysed
     board = pd.read_csv(out / "leaderboard.csv")

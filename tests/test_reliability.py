@@ -210,10 +210,13 @@ def test_ctrl_c_stops_cleanly_and_a_second_exits_at_once(tmp_path):
     assert time.time() - interrupted_at < 20
 
     # Once: the sweep stops its trials, saves its state and prints the command that resumes it.
+    # (A trial of the first driver can outlive it by a moment and write one more round: wait for a round
+    # of an attempt that this driver started.)
+    resumed_at = time.time()
     process = start(spec, tmp_path, "--resume")
-    before = max(len(s["rounds"]) for s in summaries(sweep_dir).values())
     deadline = time.time() + 300
-    while max(len(s["rounds"]) for s in summaries(sweep_dir).values()) <= before:
+    while not any(a.get("started", 0) > resumed_at for s in summaries(sweep_dir).values()
+                  for a in s.get("attempts", [])):
         assert process.poll() is None and time.time() < deadline
         time.sleep(0.1)
     process.send_signal(signal.SIGINT)

@@ -119,3 +119,25 @@ def test_asha_keeps_its_rungs_across_a_resume():
     fresh = asha()
     fresh.on_trial_add(None, trial("d"))
     assert fresh.on_trial_result(None, trial("d"), {"round": 1, METRIC: 20.0}) == TrialScheduler.CONTINUE
+
+
+def test_a_pareto_study_holds_each_full_trial_at_its_last_round(tmp_path):
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+    search = SweepSearch(sampler=optuna.samplers.TPESampler(seed=0), study_name="front", storage=storage,
+                         max_rounds=2, objectives=[("val/PSNR", "max"), ("val/LPIPS", "min")])
+    # Tune hands the scheduler's scalar metric to the searcher: the objectives must stay.
+    search.set_search_properties(METRIC, "max", {"lambda_l2": tune.uniform(0.5, 4.0)})
+    points = {"sharp": (21.0, 0.20), "faithful": (23.0, 0.30), "dominated": (20.5, 0.31), "short": (30.0, 0.01)}
+    for trial_id, (psnr, lpips) in points.items():
+        search.suggest(trial_id)
+        rounds = 1 if trial_id == "short" else 2
+        for round_number in range(1, rounds + 1):
+            search.on_trial_result(trial_id, {"val/PSNR": psnr, "val/LPIPS": lpips, METRIC: 0.0,
+                                              "round": round_number})
+        search.on_trial_complete(trial_id, result={})
+    study = optuna.load_study(study_name="front", storage=storage)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    by_id = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
+    assert by_id["short"].state == States.PRUNED  # stopped early: not comparable, not on the front
+    assert by_id["faithful"].values == [23.0, 0.30]
+    assert {t.user_attrs["ray_trial_id"] for t in study.best_trials} == {"sharp", "faithful"}

@@ -80,7 +80,12 @@ def test_model_t_drags_coeff_t_along_when_the_base_leaves_it_null(tmp_path):
     ({"search": {"num_samples": 0}}, "'search.num_samples'"),
     ({"search": {"points_to_evaluate": [{"lambda_gan": 5.0}]}}, "outside the space"),
     ({"search": {"points_to_evaluate": ["missing.yaml"]}}, "does not exist"),
-    ({"scheduler": {"type": "pbt"}}, "'scheduler.type'"),
+    ({"scheduler": {"type": "bohb"}}, "'scheduler.type'"),
+    ({"scheduler": {"type": "pbt"}}, "'scheduler.hyperparam_mutations'"),
+    ({"scheduler": {"type": "pbt", "perturbation_interval": 3, "hyperparam_mutations": {"lambda_gan": {"type": "uniform", "low": 0.1, "high": 1.0}}}}, "'scheduler.perturbation_interval'"),
+    ({"scheduler": {"type": "pbt", "hyperparam_mutations": {"model_t": {"type": "int", "low": 100, "high": 400}}}}, "cannot change during a trial"),
+    ({"scheduler": {"type": "asha", "perturbation_interval": 2}}, "does not apply to scheduler type asha"),
+    ({"scheduler": {"type": "pbt", "synch": "yes", "hyperparam_mutations": {"lambda_gan": {"type": "uniform", "low": 0.1, "high": 1.0}}}}, "must be true or false, got 'yes'"),
     ({"scheduler": {"grace_period": 4}}, "at most the 3 validation rounds"),
     ({"space": {"lambda_gan": {"type": "uniform", "low": 0.25, "high": 1.25, "q": 0.5}}}, "multiples of q"),
     ({"space": {"lora_rank": {"type": "uniform", "low": 4, "high": 8}}}, "Use type: int"),
@@ -147,3 +152,18 @@ def test_the_launcher_imports_no_ray_before_the_cluster_token_is_set():
     code = "import sys, launch, hypir_sweep.runner, hypir_sweep.analysis; print('ray' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert run.stdout.strip() == "False", run.stderr[-2000:]
+
+
+def test_pb2_is_built_from_the_mutation_bounds(tmp_path):
+    from ray.tune.schedulers.pb2 import PB2
+
+    from hypir_sweep.runner import make_scheduler
+
+    mutations = {"lambda_gan": {"type": "loguniform", "low": 0.05, "high": 1.0}}
+    spec = load_spec(write_spec(tmp_path, scheduler={"type": "pb2", "perturbation_interval": 1,
+                                                      "hyperparam_mutations": mutations}))
+    scheduler = make_scheduler(spec)
+    assert isinstance(scheduler, PB2) and scheduler._hyperparam_bounds == {"lambda_gan": [0.05, 1.0]}
+    choice = {"lambda_gan": {"type": "choice", "values": [0.1, 0.5]}}
+    with pytest.raises(SpecError, match="pb2 models continuous values"):
+        load_spec(write_spec(tmp_path, space=choice, scheduler={"type": "pb2", "hyperparam_mutations": choice}))

@@ -1,4 +1,4 @@
-"""Tracking: SwanLab cloud/offline choice, metrics readable back, secrets kept out, failures never stop training.
+"""Tracking: SwanLab cloud/local/offline choice, metrics readable back, secrets kept out, failures never stop training.
 
 Every test runs SwanLab for real, offline, with its home folder and working
 directory inside tmp_path and no SWANLAB_* variables from the machine, so no saved
@@ -7,6 +7,7 @@ login or network is used.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -19,11 +20,13 @@ import pytest
 
 swanlab = pytest.importorskip("swanlab")
 
+from hypir_core import tracking
 from hypir_core.errors import ConfigError, DataError
 from hypir_core.tracking import (
     REDACTED,
     NullTracker,
     detect_swanlab_mode,
+    local_mode_available,
     make_tracker,
     read_offline_metrics,
     read_offline_run_info,
@@ -58,6 +61,7 @@ def _tracker(tmp_path, **kwargs):
         "experiment_name": "sd2_finetune_5k_improved",
         "logdir": str(tmp_path / "logs"),
         "config": {"lr_G": 2e-5, "lambda_ssim": 1.0},
+        "mode": "offline",
     }
     args.update(kwargs)
     return make_tracker(**args)
@@ -122,7 +126,7 @@ def test_offline_without_stdin_never_prompts_for_login(swanlab_home, tmp_path):
         """
         import sys
         from hypir_core.tracking import make_tracker, read_offline_metrics
-        t = make_tracker("swanlab", "HYPIR-training", "ci", sys.argv[1], {"seed": 231})
+        t = make_tracker("swanlab", "HYPIR-training", "ci", sys.argv[1], {"seed": 231}, mode="offline")
         t.log({"loss/D": 0.25}, step=1)
         t.finish()
         assert t.mode == "offline", t.mode
@@ -144,13 +148,27 @@ def test_offline_without_stdin_never_prompts_for_login(swanlab_home, tmp_path):
 
 
 def test_mode_follows_api_key_saved_login_and_swanlab_settings(swanlab_home, tmp_path, monkeypatch):
-    assert detect_swanlab_mode()[0] == "offline"
+    assert local_mode_available()  # the dev extra installs SwanLab's dashboard
+    mode, reason = detect_swanlab_mode()
+    assert mode == "local" and reason.startswith("no SwanLab API key was found")
+    assert detect_swanlab_mode("offline")[0] == "offline"
+    mode, reason = detect_swanlab_mode("cloud")
+    assert mode == "local" and reason.startswith("swanlab_mode is cloud but no SwanLab API key")
+    with monkeypatch.context() as without_dashboard:
+        without_dashboard.setattr(tracking, "local_mode_available", lambda: False)
+        assert detect_swanlab_mode()[0] == "offline"
+        mode, reason = detect_swanlab_mode("local")
+        assert mode == "offline" and "pip install -e '.[dashboard]'" in reason
     monkeypatch.setenv("SWANLAB_API_KEY", SECRET)
     assert detect_swanlab_mode()[0] == "cloud"
+    assert detect_swanlab_mode("local")[0] == "local"  # the config asks for local even with a key
     monkeypatch.setenv("SWANLAB_MODE", "offline")  # the user forces offline even with a key
     assert detect_swanlab_mode()[0] == "offline"
+    monkeypatch.setenv("SWANLAB_MODE", "local")
+    assert detect_swanlab_mode()[0] == "local"
     monkeypatch.setenv("SWANLAB_MODE", "disabled")
     assert detect_swanlab_mode()[0] == "disabled"
+    assert detect_swanlab_mode("local")[0] == "disabled"
     assert isinstance(_tracker(tmp_path), NullTracker)
     monkeypatch.delenv("SWANLAB_MODE")
     monkeypatch.delenv("SWANLAB_API_KEY")
@@ -162,9 +180,10 @@ def test_mode_follows_api_key_saved_login_and_swanlab_settings(swanlab_home, tmp
     assert detect_swanlab_mode()[0] == "cloud"
 
 
-def test_secrets_stay_out_of_run_files_and_output(swanlab_home, tmp_path, monkeypatch, capfd):
+@pytest.mark.parametrize("mode", ["offline", "local"])
+def test_secrets_stay_out_of_run_files_and_output(swanlab_home, tmp_path, monkeypatch, capfd, mode):
     monkeypatch.setenv("SWANLAB_API_KEY", SECRET)
-    monkeypatch.setenv("SWANLAB_MODE", "offline")
+    monkeypatch.setenv("SWANLAB_MODE", mode)
     config = {
         "lr_G": 2e-5,
         "swanlab_api_key": SECRET,
@@ -173,8 +192,8 @@ def test_secrets_stay_out_of_run_files_and_output(swanlab_home, tmp_path, monkey
         "hub_url": f"https://user:{SECRET}@example.org/model",
         "output_dir": Path("results/tiny"),
     }
-    tracker = _tracker(tmp_path, config=config)
-    assert tracker.mode == "offline"
+    tracker = _tracker(tmp_path, config=config, mode="auto")
+    assert tracker.mode == mode
     tracker.log({"loss/G_total": 1.0}, step=1)
     tracker.finish()
 
@@ -211,7 +230,7 @@ def test_cloud_login_failure_falls_back_to_offline(swanlab_home, tmp_path, monke
     except ImportError:
         request_retries_ctx = token = None
     try:
-        tracker = _tracker(tmp_path)
+        tracker = _tracker(tmp_path, mode="cloud")
     finally:
         if token is not None:
             request_retries_ctx.reset(token)
@@ -289,3 +308,131 @@ def test_project_name_swanlab_refuses_is_fixed_with_a_warning(swanlab_home, tmp_
 def test_reader_names_a_folder_without_a_run_file(tmp_path):
     with pytest.raises(DataError, match="no run-\\*.swanlab file"):
         read_offline_metrics(tmp_path)
+
+
+TRAINER_KEYS = ["loss/G_total", "loss/G_mse", "loss/G_l1", "loss/D", "val/PSNR", "val/SSIM", "val/LPIPS",
+                "val/Final_Score"] + [f"val/{t}/PSNR" for t in ("Blur", "Haze", "Lowlight", "Rain", "Snow")]
+
+
+def _dashboard(logdir: Path) -> dict:
+    """What swanlab watch would show for a folder: experiments with their charts and the comparison charts."""
+    import sqlite3
+
+    db = sqlite3.connect(logdir / "runs.swanlab")
+    try:
+        assert db.execute("pragma integrity_check").fetchone() == ("ok",)
+        experiments = {
+            name: sorted(t for (t,) in db.execute("select name from tag where experiment_id = ?", (exp_id,)))
+            for exp_id, name in db.execute("select id, name from experiment")
+        }
+        states = dict(db.execute("select name, status from experiment").fetchall())
+        colors = dict(db.execute("select name, light from experiment").fetchall())
+        comparison: dict[str, list[int]] = {}
+        for name, sources in db.execute(
+            "select c.name, count(s.tag_id) from chart c left join source s on s.chart_id = c.id "
+            "where c.project_id is not null group by c.id"
+        ):
+            comparison.setdefault(name, []).append(sources)
+        return {"experiments": experiments, "states": states, "comparison": comparison, "colors": colors}
+    finally:
+        db.close()
+
+
+def test_local_run_is_in_its_folders_dashboard_and_says_how_to_watch(swanlab_home, tmp_path, capsys):
+    tracker = _tracker(tmp_path, mode="local", experiment_name="sweep-trial_1", group="sweep")
+    assert (tracker.mode, tracker.url) == ("local", None)
+    assert tracker.run_dir.parent == tmp_path / "logs"
+    tracker.log({"val/Final_Score": 20.5, "loss/G_total": 0.5}, step=10)
+    tracker.finish()
+    assert read_offline_metrics(tracker.run_dir) == {"val/Final_Score": [(10, 20.5)], "loss/G_total": [(10, 0.5)]}
+    info = read_offline_run_info(tracker.run_dir)
+    assert (info["name"], info["group"], info["state"]) == ("sweep-trial_1", "sweep", "success")
+    shown = _dashboard(tmp_path / "logs")
+    assert shown["experiments"] == {"sweep-trial_1": ["loss/G_total", "val/Final_Score"]}
+    assert shown["states"] == {"sweep-trial_1": 1}  # finished
+    assert f"See it with: swanlab watch {tmp_path / 'logs'}" in capsys.readouterr().out
+    assert "SWANLAB_LOG_DIR" not in os.environ  # SwanLab sets it process-wide; a later run must not inherit it
+
+
+def test_local_without_the_dashboard_falls_back_to_offline_with_a_warning(swanlab_home, tmp_path, monkeypatch,
+                                                                        capsys):
+    monkeypatch.setattr(tracking, "local_mode_available", lambda: False)
+    tracker = _tracker(tmp_path, mode="local")
+    assert tracker.mode == "offline"
+    tracker.finish()
+    err = capsys.readouterr().err
+    assert "SwanLab local mode cannot be used here" in err and "pip install -e '.[dashboard]'" in err
+
+
+WRITER = textwrap.dedent(
+    """
+    import os, sys, time
+    import swanlab, swanboard.db  # imported before the start signal: both processes start SwanLab at once
+    from hypir_core.tracking import make_tracker
+    logdir, name, go, keys = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split(",")
+    print("ready", flush=True)
+    while not os.path.exists(go):
+        time.sleep(0.002)
+    t = make_tracker("swanlab", "HYPIR-sweeps", name, logdir, {"trial": name}, group="sweep", mode="local")
+    assert t.mode == "local", t.mode
+    for step in range(1, 31):
+        t.log({k: step + 0.5 for k in keys}, step=step)
+    t.finish()
+    print(t.run_dir, flush=True)
+    """
+)
+
+
+def test_two_processes_logging_into_one_local_folder_both_reach_the_dashboard(swanlab_home, tmp_path):
+    """A sweep's concurrent trials share one dashboard database; SwanLab alone loses experiments and charts
+    to this race (bench/swanlab_local_writers.py --stock: 5 of 8 folders broken with two writers)."""
+    logdir, go = tmp_path / "swanlog", tmp_path / "go"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    names = ["sweep-trial_a", "sweep-trial_b"]
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(logdir), name, str(go), ",".join(TRAINER_KEYS)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        for name in names
+    ]
+    for writer in writers:
+        assert writer.stdout.readline().strip() == "ready", writer.stderr.read()
+    go.touch()
+    outputs = [writer.communicate(timeout=120) for writer in writers]
+    for writer, (out, err) in zip(writers, outputs):
+        assert writer.returncode == 0, out + err
+        assert "ERROR" not in err and "Traceback" not in err, err  # SwanLab reports swallowed callback errors so
+    shown = _dashboard(logdir)
+    assert shown["experiments"] == {name: sorted(TRAINER_KEYS) for name in names}
+    assert shown["states"] == {name: 1 for name in names}
+    assert shown["comparison"] == {key: [2] for key in TRAINER_KEYS}  # one chart per metric, both trials on it
+    assert len(set(shown["colors"].values())) == 2  # told apart on that chart (not one seeded random color)
+    for out, _ in outputs:
+        run_dir = Path(out.strip().splitlines()[-1])
+        assert read_offline_metrics(run_dir)["val/Final_Score"] == [(step, step + 0.5) for step in range(1, 31)]
+
+
+KILLED_AFTER_FLUSH = textwrap.dedent(
+    """
+    import os, sys
+    from hypir_core.tracking import make_tracker
+    t = make_tracker("swanlab", "HYPIR-sweeps", "sweep-trial_c", sys.argv[1], {}, mode="local")
+    for step in range(1, 11):
+        t.log({"loss/G_total": 1.0 / step}, step=step)
+    t.log({"val/Final_Score": 25.5, "val/PSNR": 20.0}, step=10)
+    t.flush()
+    os._exit(0)  # what Ray does to a trial it stops early, about 0.1 s after the stop
+    """
+)
+
+
+def test_a_flushed_round_is_in_the_dashboard_even_if_the_process_is_killed_next(swanlab_home, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, "-c", KILLED_AFTER_FLUSH, str(tmp_path / "swanlog")], env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    shown = _dashboard(tmp_path / "swanlog")
+    assert shown["experiments"] == {"sweep-trial_c": ["loss/G_total", "val/Final_Score", "val/PSNR"]}
+    (metric,) = [p for p in (tmp_path / "swanlog").glob("run-*/logs/*/*.log") if '"data": 25.5' in p.read_text()]
+    assert [json.loads(line)["index"] for line in metric.read_text().splitlines()] == [10]

@@ -1,0 +1,65 @@
+"""Population-based training on the tiny model: exploits restore another trial's whole state and go on with
+new values; the winner's history replays from scratch as one config; a killed PBT sweep resumes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+import yaml
+from test_reliability import ROOT, finish, start, summaries, write_spec
+
+pytestmark = pytest.mark.slow
+
+
+def test_pbt_winner_replays_as_one_config_and_a_killed_pbt_sweep_resumes(tmp_path):
+    spec = write_spec(tmp_path, "pbt", {"type": "pbt", "perturbation_interval": 2, "quantile_fraction": 0.5, "synch": True,
+                                        "hyperparam_mutations": {
+                                            "lr_G": {"type": "loguniform", "low": 1.0e-4, "high": 3.0e-3},
+                                            "lambda_gan": {"type": "loguniform", "low": 0.01, "high": 1.0}}},
+                      num_samples=4, steps=40)
+    raw = yaml.safe_load(spec.read_text())
+    raw["space"] = {"lr_G": {"type": "loguniform", "low": 1.0e-4, "high": 3.0e-3},
+                    "lambda_gan": {"type": "loguniform", "low": 0.01, "high": 1.0}}
+    raw["search"].update(max_concurrent_trials=4, points_to_evaluate=[
+        {"lr_G": 3.0e-3, "lambda_gan": 0.3}, {"lr_G": 1.0e-4, "lambda_gan": 0.3},
+        {"lr_G": 1.0e-3, "lambda_gan": 0.01}, {"lr_G": 2.0e-4, "lambda_gan": 1.0}])
+    raw["resources"] = {"gpu": 0, "cpu": 0.5}
+    spec.write_text(yaml.safe_dump(raw))
+    sweep_dir = tmp_path / "sweep_results" / "pbt"
+
+    # Killed in a trial's last round; resumed to the end.
+    code, output = finish(start(spec, tmp_path, fault="kill-driver:35"))
+    assert code == -signal.SIGKILL, output[-3000:]
+    code, output = finish(start(spec, tmp_path, "--resume"))
+    assert code == 0, output[-4000:]
+    done = summaries(sweep_dir)
+    assert len(done) == 4 and all(s["status"] == "completed" for s in done.values())
+    for summary in done.values():  # every trial's history: rounds 10..40, once each, as its weights saw them
+        assert [r["metrics"]["step"] for r in summary["rounds"]] == [10, 20, 30, 40]
+    exploited = [s for s in done.values() if any("exploited" in a for a in s["attempts"])]
+    assert exploited, "no trial exploited another"
+    for summary in exploited:
+        assert len(summary["lineage"]) >= 2 and summary["lineage"][1]["from_step"] == 21
+
+    analysed = subprocess.run([sys.executable, str(ROOT / "analyze.py"), str(sweep_dir)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600)
+    assert analysed.returncode == 0, analysed.stdout[-2000:] + analysed.stderr[-2000:]
+    schedule_path = sweep_dir / "analysis" / "best_schedule.yaml"
+    assert (sweep_dir / "analysis" / "plots" / "schedule.png").exists()
+    winner_line = next(line for line in schedule_path.read_text().splitlines() if line.startswith("# the schedule"))
+    winner = done["trial_" + winner_line.split("trial ")[1].split(" ")[0]]
+    config = yaml.safe_load(schedule_path.read_text())
+    assert len(config["schedule"]) == sum(1 for s in winner["lineage"][1:] if s["params"] != winner["lineage"][0])
+
+    # Replayed from scratch, the schedule trains what the population trained.
+    replay = subprocess.run([sys.executable, str(ROOT / "launch.py"), "--single", str(schedule_path),
+                             f"output_dir={tmp_path / 'replay'}", "report_to=none", "--no-progress"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert replay.returncode == 0, replay.stderr[-3000:]
+    replayed = json.loads((tmp_path / "replay" / "summary.json").read_text())["rounds"]
+    for ours, theirs in zip(replayed, winner["rounds"], strict=True):
+        assert ours["metrics"]["val/Final_Score"] == pytest.approx(theirs["metrics"]["val/Final_Score"], abs=1e-4)
