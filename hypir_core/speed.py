@@ -139,6 +139,9 @@ def compile_regions(generator: nn.Module, backbone: nn.Module | None, lpips_metr
     config = torch._dynamo.config
     limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # older torch's name
     setattr(config, limit, max(getattr(config, limit), RECOMPILE_LIMIT))
+    # A region that fails to compile (a missing compiler, an unsupported op on some card or torch) runs
+    # eager, with torch's warning, instead of ending the run: compiling only ever changes the speed.
+    config.suppress_errors = True
     unet, vae = generator.unet, generator.vae
     regions = [*unet.down_blocks, unet.mid_block, *unet.up_blocks, vae.encoder, vae.decoder]
     if backbone is not None:
