@@ -136,6 +136,7 @@ def compile_regions(generator: nn.Module, backbone: nn.Module | None, lpips_metr
     """
     import torch._dynamo
 
+    torch._dynamo.reset()  # a process that trained before (a sweep reuses it) starts with empty caches
     config = torch._dynamo.config
     limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # older torch's name
     setattr(config, limit, max(getattr(config, limit), RECOMPILE_LIMIT))

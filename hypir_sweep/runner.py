@@ -237,6 +237,18 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+# A reused trial process waits for the previous trial to finish writing (its summary, weights, a final
+# round) before the next starts; Ray gives it 2 s, then fails the next trial.
+REUSE_ENV = {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "600"}
+
+
+def reuse_actors(spec: SweepSpec) -> bool:
+    """Whether a trial's process goes on to train later trials: yes, unless population-based training
+    (it restarts trials itself) or ``HYPIR_SWEEP_REUSE_ACTORS=0`` (a fresh process per trial, e.g. to
+    measure what reuse saves: bench/sweep.py)."""
+    return not spec.scheduler.population_based and os.environ.get("HYPIR_SWEEP_REUSE_ACTORS", "1") != "0"
+
+
 def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, progress: bool = True) -> int:
     """Run (or resume) a sweep; print the best trial and where its config and weights are. Returns an exit code."""
     address = address or os.environ.get("RAY_ADDRESS")
@@ -279,7 +291,7 @@ def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, 
 
     try:
         ray.init(address=address, include_dashboard=False, configure_logging=True, logging_level="WARNING",
-                 log_to_driver=True)
+                 log_to_driver=True, runtime_env={"env_vars": REUSE_ENV})
     except ConnectionError as exc:
         raise SpecError(f"Cannot join the Ray cluster at {address}: {' '.join(str(exc).split())[:300]}; check the "
                         f"address ('ray status' on the head prints it) and the cluster's auth token.") from None
@@ -363,7 +375,10 @@ def _new_tuner(spec: SweepSpec, storage_path: str, progress: bool):
         tune_config=tune.TuneConfig(
             metric=spec.metric, mode=spec.mode, search_alg=searcher, scheduler=scheduler,
             num_samples=spec.search.num_samples, max_concurrent_trials=spec.search.max_concurrent_trials,
-            trial_name_creator=trial_name, trial_dirname_creator=trial_dirname),
+            trial_name_creator=trial_name, trial_dirname_creator=trial_dirname,
+            # A trial's process trains the next trial too: imports, CUDA context and compiled kernels are
+            # paid once per worker, not per trial (population-based training restarts its own).
+            reuse_actors=reuse_actors(spec)),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=storage_path,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),

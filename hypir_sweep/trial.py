@@ -15,6 +15,7 @@ rounds Tune had not yet recorded are reported from its summary.
 
 from __future__ import annotations
 
+import gc
 import glob
 import json
 import logging
@@ -122,6 +123,11 @@ def run_trial(params: dict, spec: SweepSpec, experiment_dir: str | None) -> None
     import torch
     from ray import tune
 
+    # This process may have trained another trial before (the sweep reuses it): let that one's memory go.
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
     from hypir_core.trainer import StopTraining, train
 
     context = tune.get_context()
@@ -160,6 +166,8 @@ def run_trial(params: dict, spec: SweepSpec, experiment_dir: str | None) -> None
     if not lineage or lineage[-1]["params"] != params:  # the values this trial's weights are trained with from here
         lineage.append({"trial": trial_id, "from_step": resume_step + 1, "params": params})
 
+    stopped_by_tune: list[bool] = []
+
     def report_to_tune(metrics: dict, checkpoint_dir: str | None = None) -> None:
         ckpt_obj = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         faults.fire("report", int(metrics.get("step", 0)), fault_dir)
@@ -169,7 +177,9 @@ def run_trial(params: dict, spec: SweepSpec, experiment_dir: str | None) -> None
                 prune_tune_checkpoints(output_dir)
         except SystemExit:
             # Tune ends a stopped trial (early stopping, or the full budget reached) by raising
-            # SystemExit in report: end the run cleanly so summary and SwanLab say so.
+            # SystemExit in report: end the run cleanly so summary and SwanLab say so, then end
+            # the function the same way (a reused process waits for it before the next trial).
+            stopped_by_tune.append(True)
             if metrics["step"] < cfg.max_train_steps:  # first: Ray ends the process about 0.1 s later
                 reporter.finish(f"stopped early at step {metrics['step']}", steps=metrics["step"])
             raise StopTraining from None
@@ -182,6 +192,7 @@ def run_trial(params: dict, spec: SweepSpec, experiment_dir: str | None) -> None
     if checkpoint is not None and not exploited and ended(previous.get("status", "")):
         # It ended after Tune's last state snapshot: report what Tune missed, train nothing.
         _replay_ending(output_dir, previous, resume_step, {**attempt, "replayed": True}, report_to_tune)
+        _end(stopped_by_tune)
         return
 
     if "rounds" in restored:  # the rounds the restored weights went through (another trial's, after an exploit)
@@ -197,7 +208,11 @@ def run_trial(params: dict, spec: SweepSpec, experiment_dir: str | None) -> None
                                 logging_dir=swanlog_dir(experiment_dir) if experiment_dir else None)
     except ConfigError as exc:  # e.g. every loss weight sampled 0: not a config anyone can train
         reporter.finish(f"refused: {exc}")
-        report_to_tune({ENDING: f"refused: {exc}", "round": 0, "step": 0})
+        try:
+            report_to_tune({ENDING: f"refused: {exc}", "round": 0, "step": 0})
+        except StopTraining:
+            pass
+        _end(stopped_by_tune)
         return
     config_dict = config_to_dict(cfg)
     reporter.data["config"] = {**config_dict, "sweep": sweep_info}
@@ -243,9 +258,23 @@ def run_trial(params: dict, spec: SweepSpec, experiment_dir: str | None) -> None
     if work_dir != output_dir:
         shutil.rmtree(work_dir, ignore_errors=True)
 
-    if ended(summary.status) and summary.status != "completed":
+    if ended(summary.status) and summary.status != "completed" and not stopped_by_tune:
         # Diverged or out of memory: say so to Tune in a last result, so the searcher records a failure.
-        report_to_tune({ENDING: summary.status, "round": len(reporter.data["rounds"]), "step": summary.steps})
+        try:
+            report_to_tune({ENDING: summary.status, "round": len(reporter.data["rounds"]), "step": summary.steps})
+        except StopTraining:
+            pass
+    _end(stopped_by_tune)
+
+
+def _end(stopped_by_tune: list[bool]) -> None:
+    """Return to Tune as it asked: a trial it stopped ends by SystemExit(0), as its ``report`` raised it.
+
+    Returning normally would make Ray report once more and wait for an answer that never comes, which
+    blocks a reused process (reuse_actors) from starting the next trial.
+    """
+    if stopped_by_tune:
+        raise SystemExit(0)
 
 
 def _publish(work_dir: str, output_dir: str, logging_dir: str) -> dict[str, str]:
