@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 import time
+import warnings
 from typing import Any
 
 import yaml
@@ -96,7 +97,12 @@ def make_searcher(spec: SweepSpec):
 
     os.makedirs(spec.local_dir, exist_ok=True)
     storage = optuna.storages.RDBStorage(spec.optuna_storage)
-    return SweepSearch(metric=spec.metric, mode=spec.mode, sampler=optuna.samplers.TPESampler(seed=spec.search.seed),
+    with warnings.catch_warnings():  # multivariate and constant_liar are marked experimental by Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=spec.search.seed, n_startup_trials=spec.search.n_startup_trials,
+                                             multivariate=spec.search.multivariate,
+                                             constant_liar=spec.search.constant_liar)
+    return SweepSearch(metric=spec.metric, mode=spec.mode, sampler=sampler,
                        study_name=spec.name, storage=storage, max_rounds=spec.max_rounds,
                        objectives=[(o.metric, o.mode) for o in spec.objectives] or None,
                        points_to_evaluate=[dict(p) for p in spec.search.points_to_evaluate] or None)

@@ -104,6 +104,11 @@ class Search:
     points_to_evaluate: tuple = ()  # resolved dicts {space key: value}, each with a label
     point_labels: tuple = ()
     optuna_storage: str | None = None  # an Optuna storage URL; default sqlite in the sweep folder
+    # TPE: trials drawn at random before it models (warm-start points count), a joint model of the
+    # parameters, and running trials counted as bad (constant liar) so parallel proposals spread out.
+    n_startup_trials: int = 10
+    multivariate: bool = False
+    constant_liar: bool = False
 
 
 @dataclass(frozen=True)
@@ -483,7 +488,8 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
                 _fail(f"'ties.{key}' in {source} would set {key} to {value!r}, which the training config refuses: {exc}")
 
     s = _Reader(raw.get("search"), "search", source, ("algorithm", "seed", "num_samples", "max_concurrent_trials",
-                                                      "points_to_evaluate", "optuna_storage"))
+                                                      "points_to_evaluate", "optuna_storage", "n_startup_trials",
+                                                      "multivariate", "constant_liar"))
     points, labels = _read_points(s.raw.get("points_to_evaluate"), spec_path, source, space, overrides, ties)
     num_samples = s.number("num_samples", default=16, lo=1, integer=True)
     if num_samples < len(points):
@@ -492,7 +498,10 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
                     seed=s.number("seed", default=0, lo=0, integer=True), num_samples=num_samples,
                     max_concurrent_trials=s.number("max_concurrent_trials", default=1, lo=1, integer=True),
                     points_to_evaluate=points, point_labels=labels,
-                    optuna_storage=s.text("optuna_storage"))
+                    optuna_storage=s.text("optuna_storage"),
+                    n_startup_trials=s.number("n_startup_trials", default=10, lo=0, integer=True),
+                    multivariate=s.flag("multivariate", default=False),
+                    constant_liar=s.flag("constant_liar", default=False))
 
     rounds = math.ceil(base.max_train_steps / base.validation_steps)
     scheduler = _read_scheduler(raw.get("scheduler"), source, base, space, rounds)

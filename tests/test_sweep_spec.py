@@ -85,6 +85,8 @@ def test_model_t_drags_coeff_t_along_when_the_base_leaves_it_null(tmp_path):
     ({"scheduler": {"type": "pbt", "perturbation_interval": 3, "hyperparam_mutations": {"lambda_gan": {"type": "uniform", "low": 0.1, "high": 1.0}}}}, "'scheduler.perturbation_interval'"),
     ({"scheduler": {"type": "pbt", "hyperparam_mutations": {"model_t": {"type": "int", "low": 100, "high": 400}}}}, "cannot change during a trial"),
     ({"scheduler": {"type": "asha", "perturbation_interval": 2}}, "does not apply to scheduler type asha"),
+    ({"search": {"n_startup_trials": -1}}, "'search.n_startup_trials'"),
+    ({"search": {"constant_liar": 1}}, "'search.constant_liar' in"),
     ({"scheduler": {"type": "pbt", "synch": "yes", "hyperparam_mutations": {"lambda_gan": {"type": "uniform", "low": 0.1, "high": 1.0}}}}, "must be true or false, got 'yes'"),
     ({"scheduler": {"grace_period": 4}}, "at most the 3 validation rounds"),
     ({"space": {"lambda_gan": {"type": "uniform", "low": 0.25, "high": 1.25, "q": 0.5}}}, "multiples of q"),
@@ -167,3 +169,14 @@ def test_pb2_is_built_from_the_mutation_bounds(tmp_path):
     choice = {"lambda_gan": {"type": "choice", "values": [0.1, 0.5]}}
     with pytest.raises(SpecError, match="pb2 models continuous values"):
         load_spec(write_spec(tmp_path, space=choice, scheduler={"type": "pb2", "hyperparam_mutations": choice}))
+
+
+def test_tpe_settings_reach_the_sampler(tmp_path):
+    from hypir_sweep.runner import make_searcher
+
+    default = make_searcher(load_spec(write_spec(tmp_path, storage_path=str(tmp_path / "a"))))._sampler
+    assert (default._n_startup_trials, default._multivariate, default._constant_liar) == (10, False, False)
+    spec = load_spec(write_spec(tmp_path, storage_path=str(tmp_path / "b"), search={
+        "n_startup_trials": 4, "multivariate": True, "constant_liar": True}))
+    sampler = make_searcher(spec)._sampler
+    assert (sampler._n_startup_trials, sampler._multivariate, sampler._constant_liar) == (4, True, True)
