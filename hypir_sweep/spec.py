@@ -106,7 +106,7 @@ class Search:
     optuna_storage: str | None = None  # an Optuna storage URL; default sqlite in the sweep folder
     # TPE: trials drawn at random before it models (warm-start points count), a joint model of the
     # parameters, and running trials counted as bad (constant liar) so parallel proposals spread out.
-    n_startup_trials: int = 10
+    n_startup_trials: int = 4  # Optuna's 10 made 8-12 trial sweeps random search (bench/search.py)
     multivariate: bool = False
     constant_liar: bool = False
 
@@ -499,7 +499,7 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
                     max_concurrent_trials=s.number("max_concurrent_trials", default=1, lo=1, integer=True),
                     points_to_evaluate=points, point_labels=labels,
                     optuna_storage=s.text("optuna_storage"),
-                    n_startup_trials=s.number("n_startup_trials", default=10, lo=0, integer=True),
+                    n_startup_trials=s.number("n_startup_trials", default=4, lo=0, integer=True),
                     multivariate=s.flag("multivariate", default=False),
                     constant_liar=s.flag("constant_liar", default=False))
 

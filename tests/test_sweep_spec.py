@@ -175,8 +175,8 @@ def test_tpe_settings_reach_the_sampler(tmp_path):
     from hypir_sweep.runner import make_searcher
 
     default = make_searcher(load_spec(write_spec(tmp_path, storage_path=str(tmp_path / "a"))))._sampler
-    assert (default._n_startup_trials, default._multivariate, default._constant_liar) == (10, False, False)
+    assert (default._n_startup_trials, default._multivariate, default._constant_liar) == (4, False, False)
     spec = load_spec(write_spec(tmp_path, storage_path=str(tmp_path / "b"), search={
-        "n_startup_trials": 4, "multivariate": True, "constant_liar": True}))
+        "n_startup_trials": 7, "multivariate": True, "constant_liar": True}))
     sampler = make_searcher(spec)._sampler
-    assert (sampler._n_startup_trials, sampler._multivariate, sampler._constant_liar) == (4, True, True)
+    assert (sampler._n_startup_trials, sampler._multivariate, sampler._constant_liar) == (7, True, True)
