@@ -43,6 +43,7 @@ class SweepSearch(OptunaSearch):
         self.values: dict[str, dict[int, float]] = {}  # Tune trial id -> {round: value}
         self.points: dict[str, tuple[int, list[float]]] = {}  # Pareto sweeps: trial -> (round, objective values)
         self.ended_before: dict[str, int] = {}  # trials the study holds as pruned: the round they stopped at
+        self.orphans: dict[str, Any] = {}  # study records of trials Tune runs that this searcher never asked
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         if self.objectives:  # Tune passes the scheduler's scalar metric; the study keeps its objectives
@@ -60,6 +61,9 @@ class SweepSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._completed_trials or trial_id in self.ended_before or ROUND not in result:
             return
+        known = trial_id in self._ot_trials
+        if not known and self._orphan(trial_id) is None:
+            return
         if self.objectives:  # Optuna takes no per-round values with several objectives: keep the newest round
             if all(metric in result for metric, _ in self.objectives):
                 self.points[trial_id] = (int(result[ROUND]), [float(result[m]) for m, _ in self.objectives])
@@ -68,13 +72,22 @@ class SweepSearch(OptunaSearch):
             return
         value, round_number = float(result[self.metric]), int(result[ROUND])
         self.values.setdefault(trial_id, {})[round_number] = value
+        if not known:  # its study record was failed as an orphan: the values go into a copy when it ends
+            return
         frozen = self._frozen(trial_id)
         # A round trained again after a resume was reported before the interruption: once is enough.
         if math.isfinite(value) and not frozen.state.is_finished() and round_number not in frozen.intermediate_values:
             self._ot_trials[trial_id].report(value, round_number)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id in self._completed_trials:
+            return
+        if trial_id not in self._ot_trials:
+            orphan = self._orphan(trial_id)
+            if orphan is not None:  # Tune ran a trial that the restored searcher never knew: record it
+                self.on_trial_result(trial_id, result or {})
+                self._completed_trials.add(trial_id)
+                self._add_copy(trial_id, orphan, *self.outcome(trial_id, result, error))
             return
         # When the scheduler stops a trial on a result, Tune hands that result only to this call.
         self.on_trial_result(trial_id, result or {})
@@ -121,6 +134,19 @@ class SweepSearch(OptunaSearch):
         if self.objectives:
             return self.points.get(trial_id, (0, []))[0]
         return max(self.values.get(trial_id, {0: 0}))
+
+    def _orphan(self, trial_id: str):
+        """The study's record of a trial that Tune runs but this (restored) searcher does not know, or None.
+
+        Tune's experiment state and the searcher's are two files of one snapshot: a driver killed
+        between them restores a trial whose ask the searcher never saw, and ``reconcile`` fails its
+        record as orphaned. Its outcome is then added as a trial of its own when it ends.
+        """
+        if trial_id not in self.orphans:
+            found = [t for t in self._ot_study.get_trials(deepcopy=False)
+                     if t.user_attrs.get(RAY_TRIAL_ATTR) == trial_id]
+            self.orphans[trial_id] = found[-1] if found else None
+        return self.orphans[trial_id]
 
     def _frozen(self, trial_id: str):
         trial = self._ot_trials[trial_id]

@@ -42,8 +42,11 @@ def test_pbt_winner_replays_as_one_config_and_a_killed_pbt_sweep_resumes(tmp_pat
         assert [r["metrics"]["step"] for r in summary["rounds"]] == [10, 20, 30, 40]
     exploited = [s for s in done.values() if any("exploited" in a for a in s["attempts"])]
     assert exploited, "no trial exploited another"
+    # Exploits happen at the end of a round: at round 2 (the synchronous perturbation before the kill), or
+    # at round 3 after the resume (PBT's statistics start afresh then).
+    assert any(s["lineage"][1]["from_step"] == 21 for s in exploited)
     for summary in exploited:
-        assert len(summary["lineage"]) >= 2 and summary["lineage"][1]["from_step"] == 21
+        assert {segment["from_step"] for segment in summary["lineage"][1:]} <= {21, 31}
 
     analysed = subprocess.run([sys.executable, str(ROOT / "analyze.py"), str(sweep_dir)], cwd=tmp_path,
                               capture_output=True, text=True, timeout=600)

@@ -141,3 +141,25 @@ def test_a_pareto_study_holds_each_full_trial_at_its_last_round(tmp_path):
     assert by_id["short"].state == States.PRUNED  # stopped early: not comparable, not on the front
     assert by_id["faithful"].values == [23.0, 0.30]
     assert {t.user_attrs["ray_trial_id"] for t in study.best_trials} == {"sharp", "faithful"}
+
+
+def test_a_trial_the_restored_searcher_never_asked_for_still_reaches_the_study(tmp_path):
+    # Tune's experiment state and the searcher's are written one after the other: a driver killed
+    # between them restores a trial (Tune runs it) whose ask the restored searcher never saw.
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+    search = searcher(storage)
+    search.suggest("a")
+    snapshot = tmp_path / "searcher.pkl"
+    search.save(str(snapshot))
+    search.suggest("b")  # in Tune's snapshot, not in the searcher's
+    resumed = searcher(storage)
+    resumed.restore(str(snapshot))
+    report(resumed, "a", [20.0, 21.0, 20.5])
+    report(resumed, "b", [19.0, 22.5, 22.0])
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert not [t for t in study.trials if t.state == States.RUNNING]
+    done = {t.user_attrs["ray_trial_id"]: t for t in study.trials if t.state != States.FAIL}
+    assert done["a"].value == 21.0
+    assert done["b"].state == States.COMPLETE and done["b"].value == 22.5
+    assert done["b"].intermediate_values == {1: 19.0, 2: 22.5, 3: 22.0}
+    assert done["b"].params == next(t for t in study.trials if t.state == States.FAIL).params
