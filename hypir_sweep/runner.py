@@ -404,6 +404,10 @@ def _restored_tuner(spec: SweepSpec, experiment: str):
     if spec.scheduler.type in ("hyperband", "median", "pbt", "pb2"):
         console.print(f"[yellow]{spec.scheduler.type} early stopping starts its statistics afresh on resume (only "
                       f"asha keeps them).[/yellow]")
+    if spec.scheduler.population_based and spec.scheduler.synch:
+        console.print("[yellow]synch: true population-based training can stall after --resume (a trial paused at "
+                      "a perturbation round may never be restarted); if no trial advances, stop it and resume "
+                      "again.[/yellow]")
     console.print(f"Resuming sweep '{spec.name}' from {experiment}")
     return tune.Tuner.restore(experiment, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True)
 
