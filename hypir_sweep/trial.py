@@ -163,7 +163,8 @@ def run_trial(params: dict, spec: SweepSpec, experiment_dir: str | None) -> None
     attempt = {"from_step": resume_step, "started": time.time(), "seconds": 0.0,
                **({"exploited": donor} if exploited else {})}
     lineage = list(restored.get("lineage") or [])
-    if not lineage or lineage[-1]["params"] != params:  # the values this trial's weights are trained with from here
+    # The values this trial's weights are trained with from here (an exploit at the last round trains nothing).
+    if (not lineage or lineage[-1]["params"] != params) and resume_step < spec.base.max_train_steps:
         lineage.append({"trial": trial_id, "from_step": resume_step + 1, "params": params})
 
     stopped_by_tune: list[bool] = []

@@ -4,6 +4,7 @@ new values; the winner's history replays from scratch as one config; a killed PB
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -73,7 +74,9 @@ def test_pbt_exploits_and_the_winner_replays_as_one_config(tmp_path):
     # Replayed from scratch, the schedule trains what the population trained.
     replay = subprocess.run([sys.executable, str(ROOT / "launch.py"), "--single", str(schedule_path),
                              f"output_dir={tmp_path / 'replay'}", "report_to=none", "--no-progress"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                            # one torch thread, as the trials had (resources.cpu 0.5): the same float order
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert replay.returncode == 0, replay.stderr[-3000:]
     replayed = json.loads((tmp_path / "replay" / "summary.json").read_text())["rounds"]
     for ours, theirs in zip(replayed, winner["rounds"], strict=True):
