@@ -297,7 +297,8 @@ def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, 
 
     try:
         ray.init(address=address, include_dashboard=False, configure_logging=True, logging_level="WARNING",
-                 log_to_driver=True, runtime_env={"env_vars": REUSE_ENV})
+                 log_to_driver=True,
+                 runtime_env={"env_vars": REUSE_ENV} if reuse_actors(spec) else None)
     except ConnectionError as exc:
         raise SpecError(f"Cannot join the Ray cluster at {address}: {' '.join(str(exc).split())[:300]}; check the "
                         f"address ('ray status' on the head prints it) and the cluster's auth token.") from None
