@@ -355,6 +355,17 @@ def image_size(path: str) -> tuple[int, int]:
         raise DataError(f"Cannot read image '{path}': {err}; replace or remove this file.") from err
 
 
+def decode_val_set(pairs: list[ValPair], threads: int = 4) -> None:
+    """Decode every LQ and GT image of the validation set (as the run's cache will); the first that cannot be
+    read is a DataError naming it. Decoding runs in threads (PIL releases the GIL while it decodes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = [path for pair in pairs for path in (pair.lq_path, pair.gt_path)]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for _ in pool.map(read_image, paths):  # in order: the first bad file raises
+            pass
+
+
 def check_val_sizes(pairs: list[ValPair]) -> None:
     """Raise DataError naming the files when an LQ image and its GT differ in size (headers only)."""
     mismatched = []

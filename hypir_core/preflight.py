@@ -90,8 +90,9 @@ def check_discriminator(cfg) -> Check:
 
 
 def check_data(cfg) -> list[Check]:
-    """Training list/folders readable and the validation layout sound (names matched, sizes equal)."""
-    from hypir_core.data import build_train_dataset, scan_val_set
+    """Training list/folders readable, the validation layout sound (names matched, sizes equal) and every
+    validation image decodable."""
+    from hypir_core.data import build_train_dataset, decode_val_set, scan_val_set
 
     checks = []
     try:
@@ -101,8 +102,9 @@ def check_data(cfg) -> list[Check]:
         checks.append(Check("training data", False, str(exc)))
     try:
         pairs = scan_val_set(cfg.data_config.val)  # also checks LQ/GT sizes
+        decode_val_set(pairs)  # a truncated file is named here, not after the models have loaded
         types = sorted({p.degradation_type for p in pairs})
-        checks.append(Check("validation data", True, f"{len(pairs)} pairs over {', '.join(types)}"))
+        checks.append(Check("validation data", True, f"{len(pairs)} pairs over {', '.join(types)}, all decoded"))
     except HypirError as exc:
         checks.append(Check("validation data", False, str(exc)))
     return checks

@@ -11,9 +11,9 @@ from conftest import ROOT
 TINY = str(ROOT / "configs" / "tiny.yaml")
 
 
-def launch(*args: str) -> subprocess.CompletedProcess:
+def launch(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], capture_output=True, text=True,
-                          cwd=ROOT, env=os.environ.copy(), timeout=600)
+                          cwd=ROOT, env={**os.environ, **env}, timeout=600)
 
 
 def test_missing_config_is_one_line_error():
@@ -45,6 +45,20 @@ def test_dry_run_reports_a_broken_validation_folder(tmp_path):
     assert result.returncode == 2
     assert "validation data" in result.stdout and "FAILED" in result.stdout
     assert "missing" in result.stdout
+
+
+def test_dry_run_names_a_truncated_validation_image_before_anything_trains(tmp_path):
+    import shutil
+
+    from hypir_core.demo import resolve_path
+
+    val = tmp_path / "val"
+    shutil.copytree(resolve_path("demo://aio/val"), val)
+    broken = sorted((val / "Haze" / "GT").iterdir())[0]
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])  # the header survives, the pixels do not
+    result = launch("--single", TINY, "--dry-run", f"data_config.val.val_dir={val}", COLUMNS="400")
+    assert result.returncode == 2
+    assert "FAILED" in result.stdout and f"Cannot read image '{broken}'" in result.stdout
 
 
 def test_sweep_mode_errors_name_the_fix():
