@@ -27,7 +27,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", default=str(ROOT / "sweeps" / "quickstart.yaml"))
     parser.add_argument("--compare-reuse", action="store_true",
-                        help="run it twice: a fresh process per trial (the default), then processes reused")
+                        help="run it twice: a fresh process per trial, then processes reused (the default)")
     args = parser.parse_args()
     from hypir_sweep.analysis import cost, load_sweep
     from hypir_sweep.spec import load_spec

@@ -11,6 +11,7 @@ at the named global step, in whichever run or trial gets there first:
 | ``kill-trial``             | at the start of that step, in a sweep trial   | SIGKILL of the trial's own process  |
 | ``kill-driver``            | at the start of that step, in a sweep trial   | SIGKILL of the sweep's driver       |
 | ``kill-driver-persisting`` | as a trial hands that step's checkpoint to Tune | SIGKILL of the sweep's driver     |
+| ``kill-driver-pruned``     | once the study records a trial stopped early at that step | SIGKILL of the driver |
 
 "Once" is recorded as a marker file in ``HYPIR_SWEEP_FAULT_DIR`` (a sweep sets it to its own
 folder, a single run uses its ``output_dir``), so a retried trial or a resumed sweep does not meet
@@ -24,9 +25,9 @@ import os
 import signal
 
 ENV, DIR_ENV, DRIVER_ENV = "HYPIR_SWEEP_FAULT", "HYPIR_SWEEP_FAULT_DIR", "HYPIR_SWEEP_DRIVER_PID"
-FAULTS = ("oom", "error", "enospc", "kill-trial", "kill-driver", "kill-driver-persisting")
+FAULTS = ("oom", "error", "enospc", "kill-trial", "kill-driver", "kill-driver-persisting", "kill-driver-pruned")
 _AT = {"step": ("oom", "error", "kill-trial", "kill-driver"), "checkpoint": ("enospc",),
-       "report": ("kill-driver-persisting",)}
+       "report": ("kill-driver-persisting",), "pruned": ("kill-driver-pruned",)}
 
 
 def planned() -> dict[str, set[int]]:
@@ -53,7 +54,7 @@ def _claim(fault: str, step: int, default_dir: str | None) -> bool:
 
 
 def fire(point: str, step: int, default_dir: str | None = None, path: str = "") -> None:
-    """Raise or kill as planned for ``point`` ("step", "checkpoint" or "report") at ``step``; else nothing.
+    """Raise or kill as planned for ``point`` ("step", "checkpoint", "report" or "pruned") at ``step``; else nothing.
 
     A kill fault outside a sweep (no driver to kill, or a single run) does nothing but use up the fault.
     """

@@ -14,10 +14,11 @@ class JsonSummaryReporter:
     status ("running" until ``finish`` is called with the final status).
     """
 
-    def __init__(self, output_dir: str, config: dict, rounds: list[dict] | None = None):
+    def __init__(self, output_dir: str, config: dict, rounds: list[dict] | None = None, extra: dict | None = None):
         self.path = os.path.join(output_dir, "summary.json")
+        # ``extra`` is in the very first write: a process killed right after it must not lose it.
         self.data = {"status": "running", "config": config, "rounds": list(rounds or []), "best_round": None,
-                     "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                     "started": time.strftime("%Y-%m-%dT%H:%M:%S"), **(extra or {})}
         os.makedirs(output_dir, exist_ok=True)
         self._write()
 

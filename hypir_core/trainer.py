@@ -74,12 +74,16 @@ class _Run:
 
     def __init__(self, cfg: Config, progress_bar: bool, disc_pretrained: bool = True):
         from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
         from accelerate.utils import set_seed
 
         self.cfg, self.progress_bar, self.disc_pretrained = cfg, progress_bar, disc_pretrained
         self.output_dir = cfg.output_dir
         os.makedirs(self.output_dir, exist_ok=True)
         set_seed(cfg.seed)
+        # accelerate keeps one process-wide state that refuses a second mixed precision: a process that trained
+        # another run before (a sweep reuses its trial processes) starts this one from a fresh state.
+        AcceleratorState._reset_state(reset_partial_state=False)
         self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, project_dir=self.output_dir)
         self.device = self.accelerator.device
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.accelerator.mixed_precision,

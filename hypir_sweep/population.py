@@ -43,9 +43,22 @@ def population_scheduler(spec: SweepSpec, mutations: dict):
 
 
 def _copying(scheduler_class):
-    """``scheduler_class`` whose exploit hands the receiver its own copy of the donor's checkpoint."""
+    """``scheduler_class`` whose exploit hands the receiver its own copy of the donor's checkpoint, and which
+    resumes with the per-trial state and synchronisation point saved with the sweep (hypir_sweep.resume)."""
+    from hypir_sweep.resume import restore_pbt_trial, unstall_pbt
 
     class Copying(scheduler_class):
+        def on_trial_add(self, tune_controller, trial):
+            super().on_trial_add(tune_controller, trial)
+            restore_pbt_trial(self, trial)
+
+        def choose_trial_to_run(self, tune_controller):
+            chosen = super().choose_trial_to_run(tune_controller)
+            if chosen is None and self._synch:
+                unstall_pbt(self, tune_controller)
+                chosen = super().choose_trial_to_run(tune_controller)
+            return chosen
+
         def _exploit(self, tune_controller, trial, trial_to_clone):
             super()._exploit(tune_controller, trial, trial_to_clone)
             # Ray points the receiver at the donor's latest checkpoint (a private field, as Ray's own
@@ -57,8 +70,6 @@ def _copying(scheduler_class):
 
     Copying.__name__ = Copying.__qualname__ = f"Copying{scheduler_class.__name__}"
     return Copying
-
-
 
 
 def copy_exploited(source: str, trial_dir: str) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hypir_core import checkpoint as ckpt
@@ -29,8 +30,9 @@ from hypir_core.preflight import preflight
 from hypir_sweep.analysis import STATUS_ORDER, load_sweep
 from hypir_sweep.dashboard import print_dashboard_command
 from hypir_sweep.resources import check_fits, check_gpus, cluster_nodes, local_node
+from hypir_sweep.resume import check_snapshot, settle_trial_folders
 from hypir_sweep.spec import SPEC_COPY, SpecError, SweepSpec, load_spec, spec_copy
-from hypir_sweep.trial import EXPLOITED, TRIAL_CONFIG, run_trial, trial_dirname, trial_name
+from hypir_sweep.trial import EXPLOITED, TRIAL_CONFIG, sweep_trainable, trial_dirname, trial_name
 
 console = Console(highlight=False, soft_wrap=True)  # paths and commands stay on one line, ready to copy
 # Ray writes its experiment state this often (seconds), so a killed driver loses little.
@@ -68,25 +70,36 @@ def optuna_distributions(spec: SweepSpec) -> dict[str, Any]:
 
 
 def make_scheduler(spec: SweepSpec):
-    """ASHA, HyperBand, median stopping or FIFO; time is counted in the trial's validation rounds."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
-
+    """ASHA, HyperBand, median stopping or FIFO (time counted in the trial's validation rounds), each of which
+    stops the trials that had ended before an interruption when the sweep resumes (hypir_sweep.resume)."""
+    from hypir_sweep.resume import ResumableASHA, ResumableFIFO, ResumableHyperBand, ResumableMedianStopping
     from hypir_sweep.search import ROUND
 
     s = spec.scheduler
     if s.type == "asha":
-        return ASHAScheduler(time_attr=ROUND, max_t=spec.max_rounds, grace_period=s.grace_period,
+        return ResumableASHA(time_attr=ROUND, max_t=spec.max_rounds, grace_period=s.grace_period,
                              reduction_factor=s.reduction_factor)
     if s.type == "hyperband":
-        return HyperBandScheduler(time_attr=ROUND, max_t=spec.max_rounds, reduction_factor=s.reduction_factor)
+        return ResumableHyperBand(time_attr=ROUND, max_t=spec.max_rounds, reduction_factor=s.reduction_factor)
     if s.type == "median":
-        return MedianStoppingRule(time_attr=ROUND, grace_period=s.grace_period,
-                                  min_samples_required=s.min_samples_required)
+        return ResumableMedianStopping(time_attr=ROUND, grace_period=s.grace_period,
+                                       min_samples_required=s.min_samples_required)
     if s.population_based:
         from hypir_sweep.population import population_scheduler
 
         return population_scheduler(spec, {p.key: domain(p) for p in s.hyperparam_mutations})
-    return FIFOScheduler()
+    return ResumableFIFO()
+
+
+def make_sampler(spec: SweepSpec):
+    """The sweep's seeded TPE sampler, with the spec's search settings (the sweep and --dry-run both use it)."""
+    import optuna
+
+    with warnings.catch_warnings():  # multivariate and constant_liar are marked experimental by Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=spec.search.seed, n_startup_trials=spec.search.n_startup_trials,
+                                          multivariate=spec.search.multivariate,
+                                          constant_liar=spec.search.constant_liar)
 
 
 def make_searcher(spec: SweepSpec):
@@ -97,14 +110,10 @@ def make_searcher(spec: SweepSpec):
 
     os.makedirs(spec.local_dir, exist_ok=True)
     storage = optuna.storages.RDBStorage(spec.optuna_storage)
-    with warnings.catch_warnings():  # multivariate and constant_liar are marked experimental by Optuna
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(seed=spec.search.seed, n_startup_trials=spec.search.n_startup_trials,
-                                             multivariate=spec.search.multivariate,
-                                             constant_liar=spec.search.constant_liar)
-    return SweepSearch(metric=spec.metric, mode=spec.mode, sampler=sampler,
+    return SweepSearch(metric=spec.metric, mode=spec.mode, sampler=make_sampler(spec),
                        study_name=spec.name, storage=storage, max_rounds=spec.max_rounds,
                        objectives=[(o.metric, o.mode) for o in spec.objectives] or None,
+                       scheduler_metric=spec.metric,
                        points_to_evaluate=[dict(p) for p in spec.search.points_to_evaluate] or None)
 
 
@@ -113,7 +122,7 @@ def _trainable(spec: SweepSpec):
 
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     experiment_dir = None if spec.remote_storage else os.path.abspath(spec.sweep_dir)
-    return tune.with_resources(tune.with_parameters(run_trial, spec=spec, experiment_dir=experiment_dir), resources)
+    return tune.with_resources(sweep_trainable(spec, experiment_dir), resources)
 
 
 def _write_spec_copy(spec: SweepSpec) -> None:
@@ -214,7 +223,7 @@ def dry_run(spec_path: str) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     modes = [o.mode for o in spec.objectives] or [spec.mode]
     study = optuna.create_study(directions=["maximize" if m == "max" else "minimize" for m in modes],
-                                sampler=optuna.samplers.TPESampler(seed=s.seed))
+                                sampler=make_sampler(spec))
     for point in s.points_to_evaluate:
         study.enqueue_trial(dict(point))
     distributions = optuna_distributions(spec)
@@ -243,20 +252,20 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-# A reused trial process waits for the previous trial to finish writing (its summary, weights, a final
-# round) before the next starts; Ray gives it 2 s, then fails the next trial.
-REUSE_ENV = {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "600"}
-
-
 def reuse_actors(spec: SweepSpec) -> bool:
-    """Whether a trial's process goes on to train later trials: only with ``HYPIR_SWEEP_REUSE_ACTORS=1``
-    (not for population-based training, which restarts trials itself). Off by default: with reuse, a
-    driver-kill-and-resume test once left a completed trial PRUNED in the study (not yet understood)."""
-    return not spec.scheduler.population_based and os.environ.get("HYPIR_SWEEP_REUSE_ACTORS", "0") == "1"
+    """Whether a trial's process goes on to train later trials (imports, CUDA context paid once per process):
+    yes unless ``HYPIR_SWEEP_REUSE_ACTORS=0``, and never for population-based training (it restarts trials
+    itself)."""
+    return not spec.scheduler.population_based and os.environ.get("HYPIR_SWEEP_REUSE_ACTORS", "1") != "0"
 
 
-def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, progress: bool = True) -> int:
-    """Run (or resume) a sweep; print the best trial and where its config and weights are. Returns an exit code."""
+def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, progress: bool = True,
+              verbose: bool = False) -> int:
+    """Run (or resume) a sweep; print the best trial and where its config and weights are. Returns an exit code.
+
+    ``progress``: Ray's trial table every 30 s (a line per round either way); ``verbose``: Ray's own boxes per
+    trial and every trial process's log, libraries' included.
+    """
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         _use_cluster_token()  # before Ray is imported: it reads its auth settings then
@@ -280,6 +289,9 @@ def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, 
         resume = exists = False
     if resume:
         _check_unchanged(spec)
+        if not spec.remote_storage:
+            for warning in check_snapshot(experiment):  # Ray would start a damaged sweep over without a word
+                console.print(f"[yellow]{escape(warning)}[/yellow]")
     if not resume and exists:
         raise SpecError(f"{experiment} already holds sweep '{spec.name}'; continue it with --resume, or give the "
                         f"spec another name (or delete that folder) to start over.")
@@ -295,10 +307,13 @@ def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, 
     os.environ.setdefault(faults.DIR_ENV, os.path.join(os.path.abspath(spec.local_dir), ".faults"))
     os.environ[faults.DRIVER_ENV] = str(os.getpid())
 
+    if not verbose:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # the study's own news is in our lines
     try:
         ray.init(address=address, include_dashboard=False, configure_logging=True, logging_level="WARNING",
-                 log_to_driver=True,
-                 runtime_env={"env_vars": REUSE_ENV} if reuse_actors(spec) else None)
+                 log_to_driver=verbose)  # trial logs stay in Ray's session folder unless --verbose
     except ConnectionError as exc:
         raise SpecError(f"Cannot join the Ray cluster at {address}: {' '.join(str(exc).split())[:300]}; check the "
                         f"address ('ray status' on the head prints it) and the cluster's auth token.") from None
@@ -311,7 +326,7 @@ def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, 
             console.print(f"[yellow]{warning}[/yellow]")
         if not resume:
             _write_spec_copy(spec)
-        tuner = _restored_tuner(spec, experiment) if resume else _new_tuner(spec, storage_path, progress)
+        tuner = _restored_tuner(spec, experiment) if resume else _new_tuner(spec, storage_path, progress, verbose)
         started = time.time()
         _handle_interrupts(spec)
         try:
@@ -359,22 +374,21 @@ def _handle_interrupts(spec: SweepSpec) -> None:
     signal.signal(signal.SIGINT, on_interrupt)
 
 
-def _new_tuner(spec: SweepSpec, storage_path: str, progress: bool):
+def _new_tuner(spec: SweepSpec, storage_path: str, progress: bool, verbose: bool):
     from ray import tune
 
-    from hypir_sweep.search import EndedTrialStopper, SchedulerState
+    from hypir_sweep.resume import SchedulerState
 
     scheduler = make_scheduler(spec)
     if spec.scheduler.population_based:
         from hypir_sweep.population import initial_population
 
-        searcher, extra = initial_population(spec), {}
+        searcher = initial_population(spec)
         console.print(f"Sweep '{spec.name}': a population of {spec.search.num_samples}, {spec.scheduler.type} every "
                       f"{spec.scheduler.perturbation_interval} rounds, results in {spec.sweep_dir}")
     else:
         searcher = make_searcher(spec)
-        # Saved with Tune's state, so --resume has the scheduler's rungs and stops what it had stopped.
-        extra = {"callbacks": [SchedulerState(scheduler)], "stop": EndedTrialStopper(searcher)}
+        scheduler.watch_study(spec.optuna_storage, spec.name)  # on --resume: which trials had ended
         console.print(f"Sweep '{spec.name}': {spec.search.num_samples} trials, {spec.scheduler.type} early stopping, "
                       f"results in {spec.sweep_dir}")
     return tune.Tuner(
@@ -383,8 +397,7 @@ def _new_tuner(spec: SweepSpec, storage_path: str, progress: bool):
             metric=spec.metric, mode=spec.mode, search_alg=searcher, scheduler=scheduler,
             num_samples=spec.search.num_samples, max_concurrent_trials=spec.search.max_concurrent_trials,
             trial_name_creator=trial_name, trial_dirname_creator=trial_dirname,
-            # Opt-in: a trial's process trains the next trial too (imports, CUDA context and compiled
-            # kernels paid once per worker); see reuse_actors().
+            # A trial's process trains the next trial too; see reuse_actors().
             reuse_actors=reuse_actors(spec)),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=storage_path,
@@ -392,24 +405,40 @@ def _new_tuner(spec: SweepSpec, storage_path: str, progress: bool):
             # Local and NFS storage: each trial prunes its own checkpoints, never one that a lagging state
             # snapshot may still name (hypir_sweep.trial.prune_tune_checkpoints); object storage: Tune keeps two.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2 if spec.remote_storage else None),
-            **extra,
+            # Saved with Tune's state, so --resume has the scheduler's rungs (ASHA) or population state (PBT).
+            callbacks=[SchedulerState(scheduler)] + ([] if verbose else [sweep_console(spec, progress)]),
             # Object storage: upload a trial's folder when it ends (it holds no training state);
             # local and NFS storage: trials write there directly.
             sync_config=tune.SyncConfig(sync_artifacts=spec.remote_storage, sync_artifacts_on_checkpoint=False),
-            verbose=1 if progress else 0))
+            verbose=2 if verbose else 0))  # Ray's own reporter: trial errors only, unless --verbose
+
+
+def sweep_console(spec: SweepSpec, table: bool):
+    """The sweep's console: a line per round, and Ray's trial table every 30 s when ``table``."""
+    from hypir_sweep.console import SweepConsole
+
+    return SweepConsole(spec.metric, spec.mode, spec.max_rounds, tune_space(spec), spec.search.num_samples, table)
 
 
 def _restored_tuner(spec: SweepSpec, experiment: str):
     from ray import tune
 
-    if spec.scheduler.type in ("hyperband", "median", "pbt", "pb2"):
-        console.print(f"[yellow]{spec.scheduler.type} early stopping starts its statistics afresh on resume (only "
-                      f"asha keeps them).[/yellow]")
-    if spec.scheduler.population_based and spec.scheduler.synch:
-        console.print("[yellow]synch: true population-based training can stall after --resume (a trial paused at "
-                      "a perturbation round may never be restarted); if no trial advances, stop it and resume "
-                      "again.[/yellow]")
+    if spec.scheduler.type in ("hyperband", "median"):
+        console.print(f"[yellow]{spec.scheduler.type} early stopping starts its statistics afresh on resume (asha "
+                      f"and population-based training keep theirs).[/yellow]")
     console.print(f"Resuming sweep '{spec.name}' from {experiment}")
+    if not spec.scheduler.population_based and not spec.remote_storage:
+        import optuna
+
+        try:
+            study = optuna.load_study(study_name=spec.name, storage=spec.optuna_storage)
+        except KeyError:  # killed before the searcher made its study: there is nothing to settle
+            study = None
+        objectives = [o.metric for o in spec.objectives] or None
+        changes = settle_trial_folders(experiment, study, spec.metric, spec.mode, spec.max_rounds, objectives) \
+            if study is not None else []
+        for change in changes:
+            console.print(f"  {escape(change)}")
     return tune.Tuner.restore(experiment, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True)
 
 
@@ -455,6 +484,8 @@ def prune_weights(spec: SweepSpec, sweep) -> list[str]:
         keep |= {row.path for row in front(sweep)}
     pruned = []
     for row in ended:
+        # The trainer's own working copies: a trial stopped mid-cleanup can leave them (Tune holds its checkpoints).
+        ckpt.clear(row.path)
         if row.path in keep:
             continue
         for name in ckpt.WEIGHT_FILES:

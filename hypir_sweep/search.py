@@ -7,12 +7,12 @@
   by); one the scheduler stopped early is PRUNED with its per-round values (a score after two rounds
   is not comparable with one after ten); one that diverged, ran out of memory or crashed is FAIL;
 - after ``--resume``, Optuna trials that the interrupted driver asked for but Tune's last state
-  snapshot never saw are failed (their warm-start points queued again), and results of trials the
-  study already holds as finished are not told twice.
+  snapshot never saw are failed (their warm-start points queued again), and nothing is told twice
+  about a trial the study already holds as ended.
 
-``SchedulerState`` saves the early-stopping scheduler's rungs with Tune's own experiment state, so
-ASHA goes on with the history it had. ``EndedTrialStopper`` stops a trial that the scheduler had
-stopped just before the interruption at the same round again.
+The study is written the moment a trial's end is decided; Tune's snapshot can be seconds older. So
+the study is where a resumed sweep learns which trials ended (``newest_records``, ``is_final``):
+hypir_sweep.resume stops those before any of them starts again.
 """
 
 from __future__ import annotations
@@ -21,28 +21,31 @@ import logging
 import math
 from typing import Any
 
-from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import Stopper
 
 logger = logging.getLogger("hypir_sweep")
 ROUND = "round"  # the time axis every scheduler and the sampler use: validation rounds of the trial
-ENDING = "trial_ending"  # see hypir_sweep.trial
+ENDING = "trial_ending"  # result key of the last report of a trial that ended short of its budget
 RAY_TRIAL_ATTR = "ray_trial_id"
+ROUND_VALUES_ATTR = "round_values"  # Pareto sweeps: the scheduler's metric per round (the study holds no curve)
+ERROR, ORPHANED = "error", "orphaned by an interrupted sweep"  # FAIL endings that --resume runs again / replaces
 
 
 class SweepSearch(OptunaSearch):
     """OptunaSearch whose study says COMPLETE, PRUNED or FAIL as the trial actually ended (see module doc)."""
 
-    def __init__(self, *args, max_rounds: int, objectives: list[tuple[str, str]] | None = None, **kwargs):
+    def __init__(self, *args, max_rounds: int, objectives: list[tuple[str, str]] | None = None,
+                 scheduler_metric: str | None = None, **kwargs):
         if objectives:  # a Pareto sweep: the study's directions are the objectives' modes
             kwargs.update(metric=[m for m, _ in objectives], mode=[d for _, d in objectives])
         super().__init__(*args, **kwargs)
         self.max_rounds = max_rounds
         self.objectives = list(objectives or [])
+        self.scheduler_metric = scheduler_metric  # Pareto sweeps: what early stopping ranks by, kept per round
         self.values: dict[str, dict[int, float]] = {}  # Tune trial id -> {round: value}
         self.points: dict[str, tuple[int, list[float]]] = {}  # Pareto sweeps: trial -> (round, objective values)
-        self.ended_before: dict[str, int] = {}  # trials the study holds as pruned: the round they stopped at
+        self.ended: set[str] = set()  # trials the study held as ended when the sweep was resumed
         self.orphans: dict[str, Any] = {}  # study records of trials Tune runs that this searcher never asked
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
@@ -59,7 +62,7 @@ class SweepSearch(OptunaSearch):
 
     # ---- telling -----------------------------------------------------------------------------
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._completed_trials or trial_id in self.ended_before or ROUND not in result:
+        if trial_id in self._completed_trials or trial_id in self.ended or ROUND not in result:
             return
         known = trial_id in self._ot_trials
         if not known and self._orphan(trial_id) is None:
@@ -67,6 +70,8 @@ class SweepSearch(OptunaSearch):
         if self.objectives:  # Optuna takes no per-round values with several objectives: keep the newest round
             if all(metric in result for metric, _ in self.objectives):
                 self.points[trial_id] = (int(result[ROUND]), [float(result[m]) for m, _ in self.objectives])
+            if known and self.scheduler_metric in result:
+                self._keep_round_value(trial_id, int(result[ROUND]), float(result[self.scheduler_metric]))
             return
         if self.metric not in result:
             return
@@ -81,6 +86,9 @@ class SweepSearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials:
+            return
+        if trial_id in self.ended:  # it ended before the sweep was resumed; the study says how
+            self._completed_trials.add(trial_id)
             return
         if trial_id not in self._ot_trials:
             orphan = self._orphan(trial_id)
@@ -100,6 +108,10 @@ class SweepSearch(OptunaSearch):
                 trial.set_user_attr("ending", reason)
             trial.set_user_attr("rounds", self._rounds(trial_id))
             self._ot_study.tell(trial, value, state=state)
+            if state == _states().PRUNED:  # the decision is on record: the moment a killed driver may lose
+                from hypir_core import faults
+
+                faults.fire("pruned", int((result or {}).get("step", 0)))
         elif frozen.state != state or (state == _states().COMPLETE and _values(frozen) != _as_list(value)):
             # Finished in the study already (a failure before --resume restarted it): record the
             # new outcome as a trial of its own, so the sampler learns it; analyze.py reads the newest.
@@ -129,6 +141,13 @@ class SweepSearch(OptunaSearch):
         if max(values) >= self.max_rounds:
             return states.COMPLETE, (max if self.mode == "max" else min)(finite), ""
         return states.PRUNED, None, "stopped early"
+
+    def _keep_round_value(self, trial_id: str, round_number: int, value: float) -> None:
+        frozen = self._frozen(trial_id)
+        kept = dict(frozen.user_attrs.get(ROUND_VALUES_ATTR) or {})
+        if str(round_number) not in kept and math.isfinite(value) and not frozen.state.is_finished():
+            kept[str(round_number)] = value
+            self._ot_trials[trial_id].set_user_attr(ROUND_VALUES_ATTR, kept)
 
     def _rounds(self, trial_id: str) -> int:
         if self.objectives:
@@ -177,22 +196,48 @@ class SweepSearch(OptunaSearch):
             if frozen._trial_id in known:
                 continue
             # Asked by the interrupted driver after the snapshot: Tune will never run it.
-            study._storage.set_trial_user_attr(frozen._trial_id, "ending", "orphaned by an interrupted sweep")
+            study._storage.set_trial_user_attr(frozen._trial_id, "ending", ORPHANED)
             study._storage.set_trial_state_values(frozen._trial_id, states.FAIL)
             if "fixed_params" in frozen.system_attrs:
                 study.enqueue_trial(frozen.system_attrs["fixed_params"], skip_if_exists=False)
+        for trial_id, frozen in newest_records(study).items():
+            if is_final(frozen):
+                self.ended.add(trial_id)
         for trial_id in list(self._ot_trials):
             frozen = self._frozen(trial_id)
-            if trial_id in self._completed_trials:
-                if frozen.state == states.FAIL and frozen.user_attrs.get("ending") == "error":
-                    self._completed_trials.discard(trial_id)  # --resume restarts errored trials: hear them again
-                continue
-            stopped_at = frozen.user_attrs.get("rounds") or max(frozen.intermediate_values, default=0)
-            if frozen.state == states.PRUNED and stopped_at:
-                self.ended_before[trial_id] = stopped_at
-                self.values[trial_id] = dict(frozen.intermediate_values)
+            if trial_id in self._completed_trials and frozen.state == states.FAIL and \
+                    frozen.user_attrs.get("ending") == ERROR:
+                self._completed_trials.discard(trial_id)  # --resume restarts errored trials: hear them again
             elif frozen.state.is_finished():
                 self.values.setdefault(trial_id, {}).update(frozen.intermediate_values)
+
+
+def newest_records(study) -> dict[str, Any]:
+    """The study's newest record of each Tune trial (a trial recorded again after a resume has several)."""
+    newest: dict[str, Any] = {}
+    for frozen in study.get_trials(deepcopy=False):
+        trial_id = frozen.user_attrs.get(RAY_TRIAL_ATTR)
+        if trial_id is not None and (trial_id not in newest or frozen.number > newest[trial_id].number):
+            if frozen.user_attrs.get("ending") != ORPHANED:
+                newest[trial_id] = frozen
+    return newest
+
+
+def is_final(frozen) -> bool:
+    """Whether a study record says its trial is over for good: completed, stopped early, diverged, out of
+    memory or refused. An errored trial is not (``--resume`` runs it again), nor one still running."""
+    states = _states()
+    if frozen.state in (states.COMPLETE, states.PRUNED):
+        return True
+    return frozen.state == states.FAIL and frozen.user_attrs.get("ending") not in (None, ERROR, ORPHANED)
+
+
+def round_values(frozen) -> dict[int, float]:
+    """The scheduler's metric at each round a study record holds (its curve; a Pareto sweep keeps it apart)."""
+    kept = frozen.user_attrs.get(ROUND_VALUES_ATTR)
+    if kept:
+        return {int(r): float(v) for r, v in kept.items()}
+    return {int(r): float(v) for r, v in frozen.intermediate_values.items()}
 
 
 def _as_list(value) -> list[float] | None:
@@ -210,33 +255,11 @@ def _states():
 
 
 class EndedTrialStopper(Stopper):
-    """Stops a trial at the round where the scheduler had stopped it before the sweep was interrupted."""
-
-    def __init__(self, search: SweepSearch):
-        self.search = search
+    """Stops nothing. Sweeps started by earlier versions hold one in Tune's snapshot, which must still load;
+    trials that ended before an interruption are now stopped by hypir_sweep.resume."""
 
     def __call__(self, trial_id: str, result: dict) -> bool:
-        stop_at = self.search.ended_before.get(trial_id)
-        return stop_at is not None and int(result.get(ROUND, 0)) >= stop_at
+        return False
 
     def stop_all(self) -> bool:
         return False
-
-
-class SchedulerState(Callback):
-    """Saves ASHA's rungs with Tune's experiment state; restores them on ``--resume``."""
-
-    def __init__(self, scheduler):
-        self.scheduler = scheduler
-
-    def get_state(self) -> dict | None:
-        from ray.tune.schedulers import AsyncHyperBandScheduler
-
-        if isinstance(self.scheduler, AsyncHyperBandScheduler):
-            return {"asha": dict(self.scheduler.__dict__)}
-        return None
-
-    def set_state(self, state: dict) -> None:
-        if "asha" in state:
-            self.scheduler.__dict__.update(state["asha"])
-            logger.info("Early stopping resumes with its rungs: %s", self.scheduler.debug_string())

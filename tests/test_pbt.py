@@ -16,13 +16,14 @@ from test_reliability import ROOT, finish, start, summaries, write_spec
 pytestmark = pytest.mark.slow
 
 
-def pbt_spec(tmp_path, synch: bool):
+def pbt_spec(tmp_path, synch: bool, validation_steps: int = 10):
     spec = write_spec(tmp_path, "pbt", {"type": "pbt", "perturbation_interval": 2, "quantile_fraction": 0.5,
                                         "synch": synch, "hyperparam_mutations": {
                                             "lr_G": {"type": "loguniform", "low": 1.0e-4, "high": 3.0e-3},
                                             "lambda_gan": {"type": "loguniform", "low": 0.01, "high": 1.0}}},
                       num_samples=4, steps=40)
     raw = yaml.safe_load(spec.read_text())
+    raw["overrides"]["validation_steps"] = validation_steps
     raw["space"] = {"lr_G": {"type": "loguniform", "low": 1.0e-4, "high": 3.0e-3},
                     "lambda_gan": {"type": "loguniform", "low": 0.01, "high": 1.0}}
     raw["search"].update(max_concurrent_trials=4, points_to_evaluate=[
@@ -49,16 +50,22 @@ def test_a_killed_pbt_sweep_resumes_and_every_trial_keeps_one_history(tmp_path):
         assert {segment["from_step"] for segment in summary["lineage"][1:]} <= {21, 31}
 
 
-def test_pbt_exploits_and_the_winner_replays_as_one_config(tmp_path):
-    # Synchronous PBT ranks the whole population at round 2: the weaker half always exploits.
-    spec, sweep_dir = pbt_spec(tmp_path, synch=True)
-    code, output = finish(start(spec, tmp_path))
+def test_synchronous_pbt_killed_after_round_4_resumes_and_its_winner_replays_as_one_config(tmp_path):
+    # Synchronous PBT ranks the whole population every 2 of its 8 rounds: the weaker half always exploits
+    # at round 2. The driver is killed in round 5 (after the round-4 perturbation) and the sweep resumed:
+    # the population's state (each trial's times and scores, the next synchronisation point) comes back
+    # with it, so the population goes on instead of waiting for a round no trial trains towards.
+    spec, sweep_dir = pbt_spec(tmp_path, synch=True, validation_steps=5)
+    code, output = finish(start(spec, tmp_path, fault="kill-driver:25"))
+    assert code == -signal.SIGKILL, output[-3000:]
+    code, output = finish(start(spec, tmp_path, "--resume"))
     assert code == 0, output[-4000:]
     done = summaries(sweep_dir)
     assert len(done) == 4 and all(s["status"] == "completed" for s in done.values())
-    for summary in done.values():
-        assert [r["metrics"]["step"] for r in summary["rounds"]] == [10, 20, 30, 40]
-    exploited = [s for s in done.values() if any(a.get("exploited") and a["from_step"] == 20 for a in s["attempts"])]
+    for summary in done.values():  # every trial's history once: rounds 5, 10, ..., 40
+        assert [r["metrics"]["step"] for r in summary["rounds"]] == list(range(5, 45, 5))
+        assert {segment["from_step"] for segment in summary["lineage"][1:]} <= {11, 21, 31}
+    exploited = [s for s in done.values() if any(a.get("exploited") and a["from_step"] == 10 for a in s["attempts"])]
     assert len(exploited) >= 2, "the weaker half did not exploit at round 2"
 
     analysed = subprocess.run([sys.executable, str(ROOT / "analyze.py"), str(sweep_dir)], cwd=tmp_path,

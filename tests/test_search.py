@@ -9,7 +9,8 @@ from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from hypir_sweep.search import ENDING, EndedTrialStopper, SchedulerState, SweepSearch
+from hypir_sweep.resume import ResumableASHA, SchedulerState
+from hypir_sweep.search import ENDING, SweepSearch, is_final, newest_records
 
 States = optuna.trial.TrialState
 METRIC = "val/Final_Score"
@@ -65,10 +66,11 @@ def test_a_resumed_searcher_agrees_with_the_study(tmp_path):
     resumed.restore(str(snapshot))
     study = optuna.load_study(study_name="s", storage=storage)
     assert study.trials[orphan].state == States.FAIL
-    # "a" trains again from its checkpoint: its rounds are not told twice, and it stops where it stopped.
-    stopper = EndedTrialStopper(resumed)
-    assert not stopper("a", {"round": 1}) and stopper("a", {"round": 2})
-    report(resumed, "a", [20.0, 21.0])
+    # "a" ended (PRUNED at round 2) after the snapshot: the study says so, and the resumed sweep stops it
+    # before it runs (hypir_sweep.resume); anything Tune still says of it is not told again.
+    assert "a" in resumed.ended and "b" not in resumed.ended
+    assert is_final(newest_records(study)["a"]) and not is_final(newest_records(study)["b"])
+    report(resumed, "a", [20.0, 21.0, 22.0])
     report(resumed, "b", [18.0, 18.5, 19.0])
     study = optuna.load_study(study_name="s", storage=storage)
     states = [t.state for t in study.trials]
@@ -119,6 +121,29 @@ def test_asha_keeps_its_rungs_across_a_resume():
     fresh = asha()
     fresh.on_trial_add(None, trial("d"))
     assert fresh.on_trial_result(None, trial("d"), {"round": 1, METRIC: 20.0}) == TrialScheduler.CONTINUE
+
+
+def test_asha_gets_back_the_rung_values_its_snapshot_missed(tmp_path):
+    # ASHA decided on "a" and "b" at round 1 and the study holds both; the snapshot was older and holds no
+    # rung values at all. Refilled from the study, the rung stops a weak newcomer, as it would have.
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}")
+    search = searcher(storage)
+    for trial_id, score in (("a", 25.0), ("b", 24.0)):
+        search.suggest(trial_id)
+        search.on_trial_result(trial_id, {METRIC: score, "round": 1})
+    scheduler = ResumableASHA(time_attr="round", metric=METRIC, mode="max", max_t=4, grace_period=1,
+                              reduction_factor=2)
+    scheduler.refill(newest_records(optuna.load_study(study_name="s", storage=storage)))
+    late = Trial("run_trial", trial_id="d", stub=True)
+    scheduler.on_trial_add(None, late)
+    assert scheduler.on_trial_result(None, late, {"round": 1, METRIC: 20.0}) == TrialScheduler.STOP
+    # A trial recorded at the rung (it re-reports the round after a resume) goes on, as ASHA had decided.
+    again = Trial("run_trial", trial_id="b", stub=True)
+    scheduler.on_trial_add(None, again)
+    assert scheduler.on_trial_result(None, again, {"round": 1, METRIC: 24.0}) == TrialScheduler.CONTINUE
+    # What the resume machinery keeps on the scheduler is not saved as rung state.
+    scheduler.watch_study("sqlite://", "s")
+    assert not [k for k in SchedulerState(scheduler).get_state()["asha"] if k.startswith("_hypir")]
 
 
 def test_a_pareto_study_holds_each_full_trial_at_its_last_round(tmp_path):
