@@ -21,6 +21,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dry-run", action="store_true",
                         help="validate config, paths and weights availability; print the resolved config; no training")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and CI)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="a sweep prints Ray's boxes per trial and every trial's log (libraries' included)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep where it stopped")
     parser.add_argument("--address", default=None,
                         help="join a running Ray cluster (host:port, or 'auto'); default $RAY_ADDRESS or a local one")
@@ -36,7 +38,8 @@ def main(argv=None) -> int:
 
             if args.dry_run:
                 return sweep_dry_run(args.spec)
-            return run_sweep(args.spec, resume=args.resume, address=args.address, progress=not args.no_progress)
+            return run_sweep(args.spec, resume=args.resume, address=args.address, progress=not args.no_progress,
+                             verbose=args.verbose)
         if args.resume or args.address:
             parser.error("--resume and --address are for sweeps; resume a single run with "
                          "resume_from_checkpoint=latest")
