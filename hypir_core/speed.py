@@ -6,7 +6,8 @@ false or auto) into a ``SpeedPlan`` whose reasons the run logs and ``--dry-run``
 - ``gradient_checkpointing: auto``: off on the CPU; on a GPU, off when the run's estimated peak
   (``hypir_core.memory``) fits its share of the card's memory without it (``HYPIR_SWEEP_GPU_SHARE``,
   which a sweep trial sets to its ``resources.gpu``: 0.5 is half the card), on otherwise.
-- ``compile: auto``: on for CUDA, off on the CPU. On means torch.compile of regions: the UNet's down,
+- ``compile: auto``: off for now, on CUDA as on the CPU: the compiled path has not yet run on a GPU
+  (``compile: true`` forces it). On means torch.compile of regions: the UNet's down,
   mid and up blocks, the VAE encoder and decoder, the discriminator's frozen backbone and the LPIPS
   networks (``compile_regions``), plus AdamW's fused kernel on CUDA. The discriminator heads (spectral
   norm updates its buffers in place) and the glue between regions stay eager.
@@ -94,7 +95,9 @@ def choose_compile(cfg, device_type: str) -> tuple[bool, str]:
     if isinstance(cfg.compile, bool):
         return cfg.compile, f"compile: {str(cfg.compile).lower()} in the config"
     if device_type == "cuda":
-        return True, "auto: on for CUDA (UNet blocks, VAE, discriminator backbone, LPIPS; fused AdamW)"
+        # Not yet run on a GPU (BENCHMARKS.md): a default nobody has measured does not go to every user's sweep.
+        return False, ("auto: off on CUDA until a GPU benchmark shows it pays (bench/device_check.sh); "
+                       "compile: true turns it on")
     return False, "auto: off on the CPU (plain eager: compiling takes longer than a CPU run gains)"
 
 

@@ -62,7 +62,10 @@ def test_auto_is_off_on_the_cpu_and_says_why():
     chosen = plan(cfg, "cpu")
     assert (chosen.checkpointing, chosen.compile, chosen.fused_adamw) == (False, False, False)
     assert "CPU" in chosen.checkpointing_reason and "CPU" in chosen.compile_reason
-    assert choose_compile(cfg, "cuda")[0] is True
+    # Eager on CUDA too until a GPU benchmark shows compiling pays; true forces it, and says so.
+    on, why = choose_compile(cfg, "cuda")
+    assert on is False and "until a GPU benchmark" in why and "compile: true" in why
+    assert choose_compile(replace(cfg, compile=True), "cuda") == (True, "compile: true in the config")
     assert choose_compile(replace(cfg, compile=False), "cuda") == (False, "compile: false in the config")
 
 
