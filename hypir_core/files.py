@@ -64,12 +64,14 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[str]:
         shutil.rmtree(partial, ignore_errors=True)
 
 
-def file_lock(path: str | os.PathLike) -> FileLock:
+def file_lock(path: str | os.PathLike, poll_interval: float = 0.05) -> FileLock:
     """An exclusive lock on ``path`` (a lock file, created if missing), usable as ``with file_lock(path):``.
 
     One process and one thread hold it at a time; the thread holding it may enter it again. Every call
     for one path in a process returns the same lock, so threads wait for each other instead of one
-    raising a deadlock error. Released when the process dies, however it dies.
+    raising a deadlock error. Released when the process dies, however it dies. A waiter tries again
+    every ``poll_interval`` seconds (short where holds are short and frequent); pass the same value
+    for a path each time (filelock refuses a second lock on it with other settings).
     """
     # thread_local (filelock's default): each thread's hold is its own, so a second thread waits.
-    return FileLock(os.fspath(path), is_singleton=True, thread_local=True)
+    return FileLock(os.fspath(path), is_singleton=True, thread_local=True, poll_interval=poll_interval)
