@@ -11,8 +11,8 @@ from hypir_core.quiet import keep_unused_libraries_out
 
 keep_unused_libraries_out()  # before anything here imports peft, diffusers or pyiqa
 
-from hypir_core.config import Config, config_from_dict, config_to_dict, load_config  # noqa: E402
-from hypir_core.errors import ConfigError, DataError, HypirError, WeightsError  # noqa: E402
+from hypir_core.config import Config, config_from_dict, config_to_dict, load_config
+from hypir_core.errors import ConfigError, DataError, HypirError, WeightsError
 
 __all__ = ["Config", "ConfigError", "DataError", "HypirError", "RunSummary", "StopTraining", "WeightsError", "config_from_dict",
            "config_to_dict", "load_config", "train"]

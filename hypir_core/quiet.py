@@ -7,15 +7,13 @@
   "not installed" path.
 - transformers' "Loading weights" bar for every model it loads: `hide_weight_loading_bars`.
 - SwanLab's start and end banner (version, run folder, the sync or watch command, twice per run):
-  `swanlab_banner_hidden`; the tracker prints the same in one line of its own.
+  hidden by `hypir_core.tracking`, which prints the same in one line of its own.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-from collections.abc import Iterator
 
 VERBOSE_ENV = "HYPIR_SWEEP_VERBOSE"
 UNUSED_LIBRARIES = ("bitsandbytes",)
@@ -54,25 +52,3 @@ def hide_weight_loading_bars() -> None:
         return factory(*args, **kwargs)
 
     set_hook(hook)
-
-
-@contextlib.contextmanager
-def swanlab_banner_hidden() -> Iterator[None]:
-    """While entered, a SwanLab run starting or finishing prints no banner (SwanLab's warnings still show)."""
-    try:
-        from swanlab.sdk.internal.run import greeting
-    except ImportError:  # another SwanLab layout: its banner shows, nothing else changes
-        greeting = None
-    if verbose() or greeting is None:
-        yield
-        return
-    welcome, goodbye = greeting.welcome, greeting.goodbye
-    greeting.welcome = greeting.goodbye = _say_nothing
-    try:
-        yield
-    finally:
-        greeting.welcome, greeting.goodbye = welcome, goodbye
-
-
-def _say_nothing(*args, **kwargs) -> None:
-    return None

@@ -1,4 +1,4 @@
-"""Files shared between trials: one lock holder at a time (processes and threads), writes that never show half a file."""
+"""Files shared between trials: one lock holder at a time (processes and threads), no half-written file ever."""
 
 from __future__ import annotations
 
@@ -111,10 +111,9 @@ def test_a_killed_holder_releases_the_lock(tmp_path):
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_partial(tmp_path):
     path = tmp_path / "summary.json"
     write_json(path, {"status": "running", "rounds": [1]})
-    with pytest.raises(RuntimeError, match="disk gone"):
-        with atomic_write(path) as tmp, open(tmp, "w") as handle:
-            handle.write('{"status": "comp')
-            raise RuntimeError("disk gone")
+    with pytest.raises(RuntimeError, match="disk gone"), atomic_write(path) as tmp, open(tmp, "w") as handle:
+        handle.write('{"status": "comp')
+        raise RuntimeError("disk gone")
     assert json.loads(path.read_text()) == {"status": "running", "rounds": [1]}
     write_json(path, {"status": "completed", "path": tmp_path})  # values JSON lacks are written as text
     assert json.loads(path.read_text()) == {"status": "completed", "path": str(tmp_path)}
@@ -127,10 +126,9 @@ def test_a_folder_appears_whole_or_not_at_all(tmp_path):
     with atomic_folder(path) as partial:
         assert os.listdir(partial) == []
         Path(partial, "lora.pth").write_bytes(b"old")
-    with pytest.raises(RuntimeError):
-        with atomic_folder(path) as partial:
-            Path(partial, "lora.pth").write_bytes(b"new, half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_folder(path) as partial:
+        Path(partial, "lora.pth").write_bytes(b"new, half")
+        raise RuntimeError("killed")
     assert (path / "lora.pth").read_bytes() == b"old"
     with atomic_folder(path) as partial:
         Path(partial, "lora.pth").write_bytes(b"new")

@@ -24,7 +24,7 @@ def _python(script: str, verbose: bool, *args: str) -> subprocess.CompletedProce
     if verbose:
         env[VERBOSE_ENV] = "1"
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *args], env=env, capture_output=True,
-                          text=True, timeout=300, stdin=subprocess.DEVNULL)
+                          text=True, timeout=300, stdin=subprocess.DEVNULL, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
 

@@ -1,4 +1,4 @@
-"""The SwanLab adapter: `make_tracker` starts a run in the mode `detect_swanlab_mode` picks, `SwanLabTracker` logs to it.
+"""The SwanLab adapter: `make_tracker` starts a run in the mode `detect_swanlab_mode` picks; `SwanLabTracker` logs.
 
 A tracker never stops training: a failure to start falls back to a `NullTracker` with a one-line
 warning, and a failing `log`/`log_images`/`finish` is warned about once per kind and otherwise ignored.
@@ -6,10 +6,12 @@ warning, and a failing `log`/`log_images`/`finish` is warned about once per kind
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
 import zlib
+from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from hypir_core.errors import ConfigError
-from hypir_core.quiet import swanlab_banner_hidden
+from hypir_core.quiet import verbose
 from hypir_core.tracking._local import LocalDashboard, swanlab_color
 from hypir_core.tracking._modes import PROJECT_NAME, detect_swanlab_mode, swanlab_settings, sync_command, watch_command
 from hypir_core.tracking._secrets import one_line, scrub_secrets, secret_values
@@ -144,6 +146,32 @@ def _safe_attr(run: Any, name: str) -> Any:
     except Exception:  # noqa: BLE001 - swanlab raises for attributes a mode lacks
         return None
     return Path(value) if name == "dir" else value
+
+
+@contextlib.contextmanager
+def swanlab_banner_hidden() -> Iterator[None]:
+    """While entered, a SwanLab run starting or finishing prints no banner (unless HYPIR_SWEEP_VERBOSE is set).
+
+    SwanLab's banner (its version, the run folder, the sync or watch command, at start and again at the
+    end) says what our one line after `swanlab.init` says; its warnings and errors still show.
+    """
+    try:
+        from swanlab.sdk.internal.run import greeting
+    except ImportError:  # another SwanLab layout: its banner shows, nothing else changes
+        greeting = None
+    if verbose() or greeting is None:
+        yield
+        return
+    welcome, goodbye = greeting.welcome, greeting.goodbye
+    greeting.welcome = greeting.goodbye = _print_nothing
+    try:
+        yield
+    finally:
+        greeting.welcome, greeting.goodbye = welcome, goodbye
+
+
+def _print_nothing(*args: Any, **kwargs: Any) -> None:
+    return None
 
 
 def _check_image(key: str, array: Any) -> np.ndarray:
