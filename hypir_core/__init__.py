@@ -3,8 +3,13 @@
     from hypir_core import load_config, train
     summary = train(load_config("configs/tiny.yaml"), report=lambda metrics, checkpoint_dir: ...)
 
-Nothing in this package imports Ray or Optuna.
+Nothing in this package imports Ray or Optuna. Importing it keeps bitsandbytes, which peft and
+diffusers would import to print a warning about it, out of the process (``hypir_core.quiet``).
 """
+
+from hypir_core.quiet import keep_unused_libraries_out
+
+keep_unused_libraries_out()  # before anything here imports peft, diffusers or pyiqa
 
 from hypir_core.config import Config, config_from_dict, config_to_dict, load_config
 from hypir_core.errors import ConfigError, DataError, HypirError, WeightsError

@@ -17,6 +17,7 @@ import shutil
 import torch
 
 from hypir_core.errors import ConfigError, HypirError
+from hypir_core.files import atomic_folder, atomic_write, write_json
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 LORA_FILE = "lora.pth"
@@ -49,16 +50,8 @@ def disk_full_error(path: str):
 @contextlib.contextmanager
 def writing(path: str):
     """Write a checkpoint folder under a temporary name and rename it into place only when complete."""
-    partial = path + ".partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        with disk_full_error(path):
-            os.makedirs(partial)
-            yield partial
-            shutil.rmtree(path, ignore_errors=True)
-            os.replace(partial, path)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+    with disk_full_error(path), atomic_folder(path) as partial:
+        yield partial
 
 
 def weights_info_path(weights_path: str) -> str:
@@ -77,17 +70,11 @@ def weights_step(weights_path: str) -> int | None:
 def export_weights(path: str, weights: dict, round_info: dict | None = None) -> str:
     """Write HYPIR-format weights atomically; ``round_info`` (step, metrics) goes beside them as JSON."""
     with disk_full_error(path):
-        torch.save(weights, path + ".tmp")
-        os.replace(path + ".tmp", path)
+        with atomic_write(path) as tmp:
+            torch.save(weights, tmp)
         if round_info is not None:
             write_json(weights_info_path(path), round_info)
     return path
-
-
-def write_json(path: str, data: dict) -> None:
-    with open(path + ".tmp", "w") as handle:
-        json.dump(data, handle, indent=2, default=str)
-    os.replace(path + ".tmp", path)
 
 
 class TrainProgress:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +25,7 @@ from scipy import ndimage
 
 from hypir_core.cache import cache_dir
 from hypir_core.errors import ConfigError, HypirError
+from hypir_core.files import atomic_folder, file_lock
 
 if TYPE_CHECKING:
     import torch
@@ -66,44 +65,22 @@ def resolve_path(p: str) -> str:
 # ---------------------------------------------------------------- cache: build once, atomically
 
 
-@contextlib.contextmanager
-def _file_lock(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive lock so concurrent processes (Ray trials) build a demo asset only once."""
-    try:
-        import fcntl
-    except ImportError:  # no fcntl (Windows): concurrent builders are tolerated by the atomic rename
-        yield
-        return
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _ensure_built(dest: Path, what: str, estimate_s: int, build: Callable[[Path], None]) -> Path:
-    """Return dest, building it first into a temp folder that is renamed into place when complete."""
+    """Return dest, building it first into a temporary folder that is renamed into place when complete."""
     if dest.is_dir():
         return dest
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        with _file_lock(dest.parent / f".{dest.name}.lock"):
+        # Concurrent processes (Ray trials) build a demo asset once: the others wait, then use it.
+        with file_lock(dest.parent / f".{dest.name}.lock"):
             if dest.is_dir():  # another process finished it while we waited
                 return dest
             print(f"Building the demo {what} (once, ~{estimate_s} s) in {dest}", flush=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.building-", dir=dest.parent))
-            try:
-                build(tmp)
-                for path in [tmp, *tmp.rglob("*")]:  # mkdtemp and safetensors make files private; caches are shared
+            with atomic_folder(dest) as building:
+                build(Path(building))
+                # safetensors writes private files, and caches are shared between users.
+                for path in [Path(building), *Path(building).rglob("*")]:
                     os.chmod(path, 0o755 if path.is_dir() else 0o644)
-                try:
-                    os.replace(tmp, dest)
-                except OSError:
-                    if not dest.is_dir():  # a concurrent builder without a lock may have won the rename
-                        raise
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
     except OSError as err:
         raise HypirError(
             f"Cannot build the demo {what} in '{dest}': {err}; set HYPIR_SWEEP_CACHE to a writable folder."

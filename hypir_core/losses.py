@@ -7,6 +7,8 @@ metric, so ``lambda_ssim`` changed nothing).
 Precision as in HYPIR's ``optimize_generator``: L2, L1, LPIPS (and our SSIM) in float32 outside any
 autocast; only the adversarial term runs under the caller's ``disc_autocast`` (HYPIR's discriminator
 is an accelerate-prepared module, so its forward autocasts).
+
+The terms' names, weight keys and logged names are in ``loss_terms`` (TERMS, re-exported here).
 """
 
 from __future__ import annotations
@@ -17,22 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hypir_core.loss_terms import LOSS_WEIGHTS, TERMS, weights_of
 from hypir_core.metrics import create_lpips, create_ssim_y
 
-# Term name -> (config weight key, logged loss name); the order is the order of the log.
-TERMS = {
-    "l2": ("lambda_l2", "G_mse"),
-    "l1": ("lambda_l1", "G_l1"),
-    "lpips": ("lambda_lpips", "G_lpips"),
-    "ssim": ("lambda_ssim", "G_ssim"),
-    "disc": ("lambda_gan", "G_disc"),
-}
-
-
-def weights_of(values) -> dict[str, float]:
-    """{term: weight} from a Config or a dict holding the lambda_* keys."""
-    get = values.get if isinstance(values, dict) else lambda key: getattr(values, key)
-    return {term: get(key) for term, (key, _) in TERMS.items()}
+__all__ = ["LOSS_WEIGHTS", "TERMS", "GeneratorLoss", "term_grad_norms", "weights_of"]
 
 
 class GeneratorLoss(nn.Module):

@@ -17,15 +17,25 @@ from torch import nn
 
 from hypir_core.cache import cache_dir
 from hypir_core.errors import WeightsError
+from hypir_core.files import atomic_write
 
 VGG16_FILE = "vgg16-397923af.pth"  # torchvision's IMAGENET1K_V1 file name
 LPIPS_VGG_FILE = "LPIPS_v0.1_vgg-a78928a0.pth"  # pyiqa's file name for LPIPS v0.1 VGG heads
 _VGG_FEATURE_CHANNELS = (64, 128, 256, 512, 512)
+FINAL_SCORE = "val/Final_Score"  # final_score's logged name: what rounds, runs and trials are ranked by
 
 
 def final_score(psnr: float, ssim: float, lpips: float) -> float:
     """The users' ranking score: PSNR + 10*SSIM - 5*LPIPS."""
     return psnr + 10.0 * ssim - 5.0 * lpips
+
+
+def best_round(rounds: list[dict]) -> dict | None:
+    """The validation round with the highest Final_Score (the earliest of equal ones), or None before the first.
+
+    A round is a dict whose ``"metrics"`` hold ``FINAL_SCORE``, as a run's and a summary's rounds do.
+    """
+    return max(rounds, key=lambda r: r["metrics"][FINAL_SCORE]) if rounds else None
 
 
 def plant_random_lpips_weights(hub_dir: str) -> str:
@@ -55,9 +65,8 @@ def plant_random_lpips_weights(hub_dir: str) -> str:
 
 
 def _atomic_save(obj, path: str) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:  # trials sharing the cache may plant the same file at once
+        torch.save(obj, tmp)
 
 
 @contextlib.contextmanager

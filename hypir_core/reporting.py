@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
+
+from hypir_core.files import write_json
+from hypir_core.metrics import best_round
 
 
 class JsonSummaryReporter:
@@ -25,7 +27,7 @@ class JsonSummaryReporter:
     def __call__(self, metrics: dict, checkpoint_dir: str | None) -> None:
         step = len(self.data["rounds"])
         self.data["rounds"].append({"round": step + 1, "metrics": metrics, "checkpoint": checkpoint_dir})
-        self.data["best_round"] = max(self.data["rounds"], key=lambda r: r["metrics"]["val/Final_Score"])
+        self.data["best_round"] = best_round(self.data["rounds"])
         self._write()
 
     def finish(self, status: str, **extra) -> None:
@@ -34,7 +36,4 @@ class JsonSummaryReporter:
         self._write()
 
     def _write(self) -> None:
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as handle:
-            json.dump(self.data, handle, indent=2, default=str)
-        os.replace(tmp, self.path)
+        write_json(self.path, self.data)

@@ -35,7 +35,7 @@ from hypir_core.discriminator import Discriminator
 from hypir_core.ema import LoraEMA
 from hypir_core.errors import OOM_ADVICE, WeightsError
 from hypir_core.losses import TERMS, GeneratorLoss, term_grad_norms, weights_of
-from hypir_core.metrics import QualityMetrics
+from hypir_core.metrics import FINAL_SCORE, QualityMetrics, best_round
 from hypir_core.models import OneStepGenerator, add_lora, load_lora_weights, load_sd2, lora_state_dict
 from hypir_core.steplog import StepLosses
 from hypir_core.tracking import make_tracker
@@ -63,10 +63,6 @@ class RunSummary:
     @property
     def final_metrics(self) -> dict:
         return self.rounds[-1]["metrics"] if self.rounds else {}
-
-
-def _best(rounds: list[dict]) -> dict | None:
-    return max(rounds, key=lambda r: r["metrics"]["val/Final_Score"]) if rounds else None
 
 
 class _Run:
@@ -347,7 +343,7 @@ def train(config: Config, report: Report | None = None, progress_bar: bool = Tru
                            os.path.join(run.output_dir, cfg.logging_dir),
                            {**config_to_dict(cfg), **(tracker_config or {})}, group=group, mode=cfg.swanlab_mode)
     progress, weights_paths, status = run.progress, {}, "completed"
-    best = _best(progress.rounds)
+    best = best_round(progress.rounds)
     best_path = os.path.join(run.output_dir, BEST_WEIGHTS)
     if best is not None and ckpt.weights_step(best_path) == best["step"]:
         weights_paths["best"] = best_path  # else it holds a round of an interrupted attempt, after the resume point
@@ -387,7 +383,7 @@ def train(config: Config, report: Report | None = None, progress_bar: bool = Tru
                 result, weights = run.validate(final)
                 progress.rounds.append({"step": step, "metrics": result.metrics})
                 tracker.log(result.metrics, step)
-                if best is None or result.metrics["val/Final_Score"] > best["metrics"]["val/Final_Score"]:
+                if best_round(progress.rounds) is progress.rounds[-1]:  # a new best (a tie keeps the earlier)
                     best = progress.rounds[-1]
                     weights_paths["best"] = run.export_weights(weights, BEST_WEIGHTS, best)
                 if final:
@@ -396,7 +392,7 @@ def train(config: Config, report: Report | None = None, progress_bar: bool = Tru
                     result.save_crops(os.path.join(run.output_dir, VAL_IMAGES))
                     tracker.log_images({f"val/{t}": g for t, g in result.grids.items()}, step,
                                        caption="LQ | restored | GT")
-                bar.write(f"step {step}: Final_Score {result.metrics['val/Final_Score']:.4f} "
+                bar.write(f"step {step}: Final_Score {result.metrics[FINAL_SCORE]:.4f} "
                           f"(PSNR {result.metrics['val/PSNR']:.3f}, SSIM {result.metrics['val/SSIM']:.4f}, "
                           f"LPIPS {result.metrics['val/LPIPS']:.4f})")
             # Checkpoint after validation so the saved history includes this step's round.

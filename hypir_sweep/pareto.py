@@ -6,7 +6,8 @@ Each trial that ran the full budget is one point: its objectives at its last rou
 weights (``HYPIR_sd2_final.pth``) give. Early-stopped trials are not points (their scores come from
 a smaller budget).
 
-- ``front(sweep)``: the non-dominated points.
+- ``front(sweep)``: the non-dominated points (``non_dominated(losses)``: the same test on plain
+  numbers, which the PSNR-LPIPS plot uses).
 - ``hypervolume(rows, objectives, reference)``: the objective-space volume the points dominate beyond
   a reference point (the users' baseline), computed by Optuna's own hypervolume code.
 - ``knee(rows, objectives)``: the front point closest to the ideal corner once each objective is scaled
@@ -40,15 +41,30 @@ def _loss(row: TrialRow, objectives: list[tuple[str, str]]) -> np.ndarray:
     return np.array([row.final_metrics[m] if mode == "min" else -row.final_metrics[m] for m, mode in objectives])
 
 
+def _dominates(loss_a: np.ndarray, loss_b: np.ndarray) -> bool:
+    # No worse in every objective and better in one: equal points do not dominate each other.
+    return bool(np.all(loss_a <= loss_b) and np.any(loss_a < loss_b))
+
+
 def dominates(a: TrialRow, b: TrialRow, objectives: list[tuple[str, str]]) -> bool:
-    la, lb = _loss(a, objectives), _loss(b, objectives)
-    return bool(np.all(la <= lb) and np.any(la < lb))
+    """Whether trial ``a`` is at least as good as ``b`` in every objective and better in one."""
+    return _dominates(_loss(a, objectives), _loss(b, objectives))
+
+
+def non_dominated(losses) -> list[bool]:
+    """For each row of ``losses`` (a point's objectives, each to minimise): whether no other row dominates it.
+
+    Equal rows do not dominate each other, so tied points are all on the front.
+    """
+    rows = [np.asarray(row, dtype=float) for row in losses]
+    return [not any(_dominates(other, row) for other in rows) for row in rows]
 
 
 def front(sweep: Sweep) -> list[TrialRow]:
     """The non-dominated full-budget trials, ordered by the first objective (best first)."""
     candidates = points(sweep)
-    found = [r for r in candidates if not any(dominates(o, r, sweep.objectives) for o in candidates if o is not r)]
+    keep = non_dominated([_loss(r, sweep.objectives) for r in candidates])
+    found = [row for row, kept in zip(candidates, keep) if kept]
     return sorted(found, key=lambda r: _loss(r, sweep.objectives)[0])
 
 

@@ -21,6 +21,8 @@ import pandas as pd
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 
+from hypir_sweep.pareto import non_dominated
+
 DPI = 110
 STATUS_COLORS = {"completed": "tab:blue", "early-stopped": "tab:gray", "diverged": "tab:red",
                  "out of memory": "tab:brown", "refused": "tab:pink", "errored": "black", "unfinished": "tab:orange",
@@ -135,12 +137,7 @@ def pareto_front(points: pd.DataFrame) -> list[str]:
     Identical points do not dominate each other, so ties are all on the front.
     """
     frame = _valid_points(points)
-    psnr, lpips = frame["psnr"].to_numpy(), frame["lpips"].to_numpy()
-    keep = []
-    for i in range(len(frame)):
-        covers = (psnr >= psnr[i]) & (lpips <= lpips[i])
-        strictly = (psnr > psnr[i]) | (lpips < lpips[i])
-        keep.append(not (covers & strictly).any())
+    keep = non_dominated(zip(-frame["psnr"].to_numpy(), frame["lpips"].to_numpy()))  # both to minimise
     front = frame[np.array(keep, dtype=bool)].sort_values(["lpips", "psnr", "trial"], ascending=[True, False, True])
     return [str(t) for t in front["trial"]]
 

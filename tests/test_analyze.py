@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from hypir_core.config import load_config
-from hypir_sweep.results import load_results
+from ray_results import load_results
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow

@@ -13,8 +13,8 @@ import optuna
 import pytest
 import yaml
 
-from hypir_core.tracking import read_offline_metrics, read_offline_run_info
-from hypir_sweep.results import load_results
+from ray_results import load_results
+from swanlab_records import read_offline_metrics, read_offline_run_info
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow

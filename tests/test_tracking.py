@@ -20,7 +20,8 @@ import pytest
 
 swanlab = pytest.importorskip("swanlab")
 
-from hypir_core import tracking
+from swanlab_records import read_offline_metrics, read_offline_run_info
+
 from hypir_core.errors import ConfigError, DataError
 from hypir_core.tracking import (
     REDACTED,
@@ -28,11 +29,10 @@ from hypir_core.tracking import (
     detect_swanlab_mode,
     local_mode_available,
     make_tracker,
-    read_offline_metrics,
-    read_offline_run_info,
     scrub_secrets,
     validate_project_name,
 )
+from hypir_core.tracking import _modes as modes
 
 SECRET = "sk-test-0123456789abcdef-SECRET"
 
@@ -113,6 +113,16 @@ def test_offline_run_is_readable_with_swanlabs_reader(swanlab_home, tmp_path, ca
     out = capsys.readouterr().out
     assert "Initialized SwanLab tracker: project=HYPIR-training, experiment=sd2_finetune_5k_improved" in out
     assert out.count(f"Upload later with: swanlab sync {tracker.run_dir}") == 1
+    # SwanLab's own banner says the same over five wrapped lines, at the start and again at the end.
+    assert "swanlab:" not in out, out
+
+
+def test_swanlabs_banner_comes_back_when_verbose(swanlab_home, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HYPIR_SWEEP_VERBOSE", "1")
+    tracker = _tracker(tmp_path)
+    tracker.finish()
+    out = capsys.readouterr().out
+    assert "Tracking run with swanlab version" in out and out.count("to sync this run") == 2
 
 
 def test_sync_hint_names_a_command_the_installed_swanlab_has():
@@ -125,12 +135,12 @@ def test_offline_without_stdin_never_prompts_for_login(swanlab_home, tmp_path):
     script = textwrap.dedent(
         """
         import sys
-        from hypir_core.tracking import make_tracker, read_offline_metrics
+        from hypir_core.tracking import make_tracker
         t = make_tracker("swanlab", "HYPIR-training", "ci", sys.argv[1], {"seed": 231}, mode="offline")
         t.log({"loss/D": 0.25}, step=1)
         t.finish()
         assert t.mode == "offline", t.mode
-        assert read_offline_metrics(t.run_dir) == {"loss/D": [(1, 0.25)]}
+        print(t.run_dir)
         """
     )
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
@@ -145,6 +155,7 @@ def test_offline_without_stdin_never_prompts_for_login(swanlab_home, tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Initialized SwanLab tracker" in done.stdout
+    assert read_offline_metrics(done.stdout.strip().splitlines()[-1]) == {"loss/D": [(1, 0.25)]}
 
 
 def test_mode_follows_api_key_saved_login_and_swanlab_settings(swanlab_home, tmp_path, monkeypatch):
@@ -155,7 +166,7 @@ def test_mode_follows_api_key_saved_login_and_swanlab_settings(swanlab_home, tmp
     mode, reason = detect_swanlab_mode("cloud")
     assert mode == "local" and reason.startswith("swanlab_mode is cloud but no SwanLab API key")
     with monkeypatch.context() as without_dashboard:
-        without_dashboard.setattr(tracking, "local_mode_available", lambda: False)
+        without_dashboard.setattr(modes, "local_mode_available", lambda: False)
         assert detect_swanlab_mode()[0] == "offline"
         mode, reason = detect_swanlab_mode("local")
         assert mode == "offline" and "pip install -e '.[dashboard]'" in reason
@@ -350,13 +361,15 @@ def test_local_run_is_in_its_folders_dashboard_and_says_how_to_watch(swanlab_hom
     shown = _dashboard(tmp_path / "logs")
     assert shown["experiments"] == {"sweep-trial_1": ["loss/G_total", "val/Final_Score"]}
     assert shown["states"] == {"sweep-trial_1": 1}  # finished
-    assert f"See it with: swanlab watch {tmp_path / 'logs'}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"See it with: swanlab watch {tmp_path / 'logs'}" in out
+    assert "swanlab:" not in out, out  # SwanLab's banner, which says the same
     assert "SWANLAB_LOG_DIR" not in os.environ  # SwanLab sets it process-wide; a later run must not inherit it
 
 
 def test_local_without_the_dashboard_falls_back_to_offline_with_a_warning(swanlab_home, tmp_path, monkeypatch,
                                                                         capsys):
-    monkeypatch.setattr(tracking, "local_mode_available", lambda: False)
+    monkeypatch.setattr(modes, "local_mode_available", lambda: False)
     tracker = _tracker(tmp_path, mode="local")
     assert tracker.mode == "offline"
     tracker.finish()

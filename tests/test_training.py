@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from conftest import ROOT, tiny_overrides
+from swanlab_records import read_offline_metrics, read_offline_run_info
 
 from hypir_core.config import load_config
 from hypir_core.discriminator import Discriminator
@@ -18,7 +19,6 @@ from hypir_core.models import (
     load_sd2,
     lora_state_dict,
 )
-from hypir_core.tracking import read_offline_metrics, read_offline_run_info
 from hypir_core.trainer import BEST_WEIGHTS, FINAL_WEIGHTS, train
 
 TINY = ROOT / "configs" / "tiny.yaml"
