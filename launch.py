@@ -8,6 +8,7 @@
 """
 
 import argparse
+import os
 import sys
 
 
@@ -22,11 +23,13 @@ def main(argv=None) -> int:
                         help="validate config, paths and weights availability; print the resolved config; no training")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs and CI)")
     parser.add_argument("--verbose", action="store_true",
-                        help="a sweep prints Ray's boxes per trial and every trial's log (libraries' included)")
+                        help="print what libraries print (a sweep: Ray's boxes per trial and every trial's log too)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep where it stopped")
     parser.add_argument("--address", default=None,
                         help="join a running Ray cluster (host:port, or 'auto'); default $RAY_ADDRESS or a local one")
     args = parser.parse_intermixed_args(argv)
+    if args.verbose:
+        os.environ["HYPIR_SWEEP_VERBOSE"] = "1"  # before hypir_core is imported: it keeps unused libraries out
 
     from hypir_core.errors import HypirError
 

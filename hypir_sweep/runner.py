@@ -27,6 +27,7 @@ from hypir_core import checkpoint as ckpt
 from hypir_core import faults
 from hypir_core.errors import ConfigError
 from hypir_core.preflight import preflight
+from hypir_core.quiet import VERBOSE_ENV
 from hypir_sweep.analysis import STATUS_ORDER, load_sweep
 from hypir_sweep.dashboard import print_dashboard_command
 from hypir_sweep.resources import check_fits, check_gpus, cluster_nodes, local_node
@@ -313,7 +314,8 @@ def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # the study's own news is in our lines
     try:
         ray.init(address=address, include_dashboard=False, configure_logging=True, logging_level="WARNING",
-                 log_to_driver=verbose)  # trial logs stay in Ray's session folder unless --verbose
+                 log_to_driver=verbose,  # trial logs stay in Ray's session folder unless --verbose
+                 runtime_env={"env_vars": {VERBOSE_ENV: "1"}} if verbose else None)  # for trials on a cluster
     except ConnectionError as exc:
         raise SpecError(f"Cannot join the Ray cluster at {address}: {' '.join(str(exc).split())[:300]}; check the "
                         f"address ('ray status' on the head prints it) and the cluster's auth token.") from None

@@ -31,6 +31,7 @@ from hypir_core import checkpoint as ckpt
 from hypir_core import faults
 from hypir_core.config import config_to_dict
 from hypir_core.errors import ConfigError
+from hypir_core.quiet import verbose
 from hypir_core.reporting import JsonSummaryReporter
 from hypir_sweep.dashboard import swanlog_dir
 from hypir_sweep.search import ENDING, ROUND
@@ -363,6 +364,8 @@ def _prepare_process(spec: SweepSpec) -> None:
         torch.cuda.empty_cache()
     torch.set_num_threads(max(1, int(spec.resources.cpu)))
     logging.getLogger("hypir_core").setLevel(logging.INFO)
+    if not verbose():
+        logging.getLogger("ray.train").setLevel(logging.WARNING)  # "Checkpoint successfully created" every round
 
 
 def _publish(work_dir: str, output_dir: str, logging_dir: str) -> dict[str, str]:
