@@ -102,7 +102,8 @@ def Flag() -> Any:  # noqa: N802
     return _declared(Annotated[bool, Strict()], "true or false")
 
 
-def Text(*, empty_ok=False, allowed: str | None = None, null: str | None = None, pattern: str | None = None) -> Any:  # noqa: N802
+def Text(*, empty_ok=False, allowed: str | None = None, null: str | None = None,  # noqa: N802
+         pattern: str | None = None) -> Any:
     """A string key: non-empty unless ``empty_ok``, matching ``pattern`` if given."""
     return _declared(Annotated[str, Strict(), pydantic.StringConstraints(min_length=0 if empty_ok else 1,
                                                                          pattern=pattern)],
@@ -150,6 +151,13 @@ def key(default: Any = ..., meaning: str = "") -> Any:
 def nested(meaning: str) -> Any:
     """A ``Nested`` section's field: its keys' defaults when the file leaves it out."""
     return Field(default_factory=dict, validate_default=True, description=meaning)
+
+
+def must(value: T, ok: bool) -> T:
+    """Inside a validator: ``value`` if ``ok``, else refused (the message quotes the key's allowed words)."""
+    if not ok:
+        raise ValueError("not allowed")
+    return value
 
 
 def refuse(allowed: str) -> NoReturn:

@@ -18,12 +18,12 @@ from typing import Any
 from hypir_core.config import LOSS_WEIGHTS, Config, config_from_dict, config_to_dict, load_config, parse_override
 from hypir_core.config import read_yaml
 from hypir_core.errors import ConfigError
-from hypir_core.schedule import MUTABLE, flatten
+from hypir_core.schedule import MUTABLE, flatten, read
 from hypir_core.schema import Int, Number, Source, check, validate
 from hypir_core.tracking import local_mode_available
-from hypir_sweep.spec_schema import (PARAM_TYPES, POPULATION_BASED, SCHEDULERS, SEARCHERS, Objective, Param,  # noqa: F401
-                                     Resources, Scheduler, Search, SweepSpec, Tracking, mutations_sentence,
-                                     trial_values)
+from hypir_sweep.spec_schema import (PARAM_TYPES, POPULATION_BASED, SCHEDULERS, SEARCHERS,  # noqa: F401 (re-exported)
+                                     Objective, Param, Resources, Scheduler, Search, SweepSpec, Tracking,
+                                     mutations_sentence, trial_values)
 
 SPEC_COPY = "sweep_spec.yaml"  # the copy of the spec a sweep keeps in its folder (what --resume and analyze.py read)
 # Keys a sweep sets itself in every trial: a space must not search them.
@@ -59,22 +59,20 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
     overrides = override_values(written.overrides, str(base_path))
     base = load_config(base_path, overrides)
     metric = check_metric("metric", written.metric, base, source)
+    objectives = check_objectives(written.objectives, base, source)
     space = tuple(check_param(param, source, base) for param in written.space)
     ties = check_ties(written.ties, space, overrides, base_path, base, source)
     points, labels = warm_start_points(written.search.points_to_evaluate, spec_path, source, space, overrides, ties)
     if written.search.num_samples < len(points):
-        source.must_be("search.num_samples", f"at least the {len(points)} points_to_evaluate", written.search.num_samples)
+        source.must_be("search.num_samples", f"at least the {len(points)} points_to_evaluate",
+                       written.search.num_samples)
+    search = dataclasses.replace(written.search, points_to_evaluate=list(points), point_labels=labels)
+    scheduler = check_scheduler(written.scheduler, raw.get("scheduler") or {}, source, base, space)
+    tracking = check_tracking(written.tracking, base, source)
     spec = dataclasses.replace(
         written, name=written.name or spec_path.stem, source=str(path), base_config=str(base_path), base=base,
-        overrides=overrides, metric=metric, mode=written.mode or _default_mode(metric), space=space, ties=ties,
-        objectives=tuple(dataclasses.replace(o, metric=check_metric(f"objectives[{i}].metric", o.metric, base, source),
-                                             mode=o.mode or _default_mode(o.metric))
-                         for i, o in enumerate(written.objectives)),
-        search=dataclasses.replace(written.search, points_to_evaluate=list(points), point_labels=labels),
-        scheduler=check_scheduler(written.scheduler, raw.get("scheduler") or {}, source, base, space),
-        tracking=check_tracking(written.tracking, base, source), raw=raw)
-    if len({o.metric for o in spec.objectives}) != len(spec.objectives):
-        source.fail(f"'objectives' in {source.name} names a metric twice; each objective must be a different metric.")
+        overrides=overrides, metric=metric, mode=written.mode or _default_mode(metric), objectives=objectives,
+        space=space, ties=ties, search=search, scheduler=scheduler, tracking=tracking, raw=raw)
     check_resources(spec.resources, source)
     if spec.scheduler.population_based and spec.remote_storage:
         source.must_be("storage_path", f"a local or shared (NFS) folder for scheduler type {spec.scheduler.type} "
@@ -118,6 +116,15 @@ def check_metric(key: str, metric: Any, base: Config, source: Source) -> str:
     return metric
 
 
+def check_objectives(objectives: tuple[Objective, ...], base: Config, source: Source) -> tuple[Objective, ...]:
+    """Pareto sweeps: each objective a reported metric, each a different one; mode by metric where not given."""
+    objectives = tuple(dataclasses.replace(o, metric=check_metric(f"objectives[{i}].metric", o.metric, base, source),
+                                           mode=o.mode or _default_mode(o.metric)) for i, o in enumerate(objectives))
+    if len({o.metric for o in objectives}) != len(objectives):
+        source.fail(f"'objectives' in {source.name} names a metric twice; each objective must be a different metric.")
+    return objectives
+
+
 def check_param(param: Param, source: Source, base: Config, prefix: str = "space") -> Param:
     """Bounds of the type's kind, low < high, q dividing them, and every bound or choice a config that loads."""
     where, name = f"'{prefix}.{param.key}' in {source.name}", f"{prefix}.{param.key}"
@@ -133,7 +140,8 @@ def check_param(param: Param, source: Source, base: Config, prefix: str = "space
         probes = values
     else:
         if param.values is not None:
-            source.fail(f"'{name}.values' in {source.name} is only for type: choice; use low and high for {param.type}.")
+            source.fail(f"'{name}.values' in {source.name} is only for type: choice; use low and high for "
+                        f"{param.type}.")
         bound = Int() if param.type == "int" else Number(gt=0) if param.type == "loguniform" else Number()
         low = None if param.low is None else check(bound, param.low, f"{name}.low", source)
         high = None if param.high is None else check(Int() if param.type == "int" else Number(), param.high,
@@ -152,14 +160,12 @@ def check_param(param: Param, source: Source, base: Config, prefix: str = "space
         param, probes = dataclasses.replace(param, low=low, high=high, q=q), (low, high)
     # Every bound and choice must make a loadable training config: the trainer's own rules decide.
     for value in probes:
-        try:
-            config_from_dict(config_to_dict(base), source=f"sweep spec {source.name}", overrides={param.key: value})
-        except ConfigError as exc:
-            hint = " Use type: int for an integer key." if "must be an integer" in str(exc) and param.type != "int" \
-                else ""
-            source.fail(f"{where} allows {value!r}, which the training config refuses: {exc}{hint}")
-    current = _config_value(base, param.key)
-    if isinstance(current, dict) or isinstance(current, list) and param.type != "choice":
+        if refusal := _refusal(base, param.key, value, source):
+            integer = "must be an integer" in refusal and param.type != "int"
+            hint = " Use type: int for an integer key." if integer else ""
+            source.fail(f"{where} allows {value!r}, which the training config refuses: {refusal}{hint}")
+    current = read(base, param.key)
+    if dataclasses.is_dataclass(current) or isinstance(current, list) and param.type != "choice":
         source.fail(f"{where} names a section of the training config; search one of its keys, e.g. "
                     f"{name}.<key>.")
     return param
@@ -169,11 +175,12 @@ def _multiple(span: float, q: float) -> bool:
     return abs(span / q - round(span / q)) < 1e-6
 
 
-def _config_value(cfg: Config, dotted: str) -> Any:
-    node: Any = config_to_dict(cfg)
-    for part in dotted.split("."):
-        node = node[part]
-    return node
+def _refusal(base: Config, dotted: str, value: Any, source: Source) -> str | None:
+    """Why the training config refuses ``dotted: value`` on the base config (None if it loads)."""
+    try:
+        config_from_dict(config_to_dict(base), source=f"sweep spec {source.name}", overrides={dotted: value})
+    except ConfigError as exc:
+        return str(exc)
 
 
 def check_ties(ties: dict[str, str], space: tuple[Param, ...], overrides: dict, base_path: Path, base: Config,
@@ -191,12 +198,9 @@ def check_ties(ties: dict[str, str], space: tuple[Param, ...], overrides: dict, 
             source.fail(f"'ties.{tied}' in {source.name}: {tied} is searched in space as well; keep it in one place.")
         probe = next(p for p in space if p.key == follows)
         for value in (probe.values if probe.type == "choice" else (probe.low, probe.high)):
-            try:
-                config_from_dict(config_to_dict(base), source=f"sweep spec {source.name}",
-                                 overrides={tied: int(value) if probe.type == "int" else value})
-            except ConfigError as exc:
+            if refusal := _refusal(base, tied, int(value) if probe.type == "int" else value, source):
                 source.fail(f"'ties.{tied}' in {source.name} would set {tied} to {value!r}, which the training config "
-                            f"refuses: {exc}")
+                            f"refuses: {refusal}")
     return ties
 
 
@@ -214,11 +218,11 @@ def warm_start_points(raw: list, spec_path: Path, source: Source, space: tuple[P
                             f"spec or the working folder.")
             # The spec's overrides apply to the warm-start configs too (same budget, same data).
             cfg = load_config(path, overrides)
-            point, label = {k: _config_value(cfg, k) for k in keys}, path.stem
+            point, label = {k: read(cfg, k) for k in keys}, path.stem
             for tied, follows in ties.items():
-                if _config_value(cfg, tied) != _config_value(cfg, follows):
-                    source.fail(f"{where}: '{item}' sets {tied} {_config_value(cfg, tied)!r} but the spec ties it to "
-                                f"{follows} ({_config_value(cfg, follows)!r}); drop the tie or the point.")
+                if read(cfg, tied) != read(cfg, follows):
+                    source.fail(f"{where}: '{item}' sets {tied} {read(cfg, tied)!r} but the spec ties it to "
+                                f"{follows} ({read(cfg, follows)!r}); drop the tie or the point.")
         else:
             unknown, missing = [k for k in item if k not in keys], [k for k in keys if k not in item]
             if unknown or missing:

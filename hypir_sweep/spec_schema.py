@@ -23,25 +23,50 @@ SEARCHERS = ("optuna_tpe",)
 _BOUND = Annotated[Any, WithJsonSchema({"type": "number"})]  # checked by type in hypir_sweep.spec.check_param
 
 
+# What a key must be, as a whole sentence (Says): render(key, where).
 def mutations_sentence(k: str, where) -> str:
     """What ``scheduler.hyperparam_mutations`` must be, for pbt and pb2."""
     return (f"'{k}' in {where(k)} must map the keys to mutate to distributions, e.g. {{lr_G: {{type: loguniform, "
             f"low: 1.0e-6, high: 1.0e-4}}}}.")
 
 
+def _needs_type(k: str, where) -> str:
+    return (f"'{k.removesuffix('.type')}' in {where(k)} needs a type: one of {', '.join(PARAM_TYPES)}, e.g. "
+            f"{{type: loguniform, low: 0.05, high: 1.0}}.")
+
+
+def _needs_base_config(k: str, where) -> str:
+    return (f"'{k}' in {where(k)} is required: the training config the sweep starts from, e.g. base_config: "
+            f"../configs/sd2_finetune_5k_improved.yaml.")
+
+
+def _space_sentence(k: str, where) -> str:
+    return (f"'{k}' in {where(k)} must map config keys to distributions, e.g. space: {{lambda_gan: {{type: "
+            f"loguniform, low: 0.05, high: 1.0}}}}.")
+
+
+def _ties_sentence(k: str, where) -> str:
+    return f"'{k}' in {where(k)} must map a config key to the space key it follows, e.g. ties: {{coeff_t: model_t}}."
+
+
+def _objectives_sentence(k: str, where) -> str:
+    return (f"'{k}' in {where(k)} must list 2 or 3 metrics to trade off, e.g. objectives: [{{metric: val/PSNR, mode: "
+            f"max}}, {{metric: val/LPIPS, mode: min}}]; for one metric use 'metric' and 'mode'.")
+
+
 @section
 class Param:
     """One searched config key: ``type`` uniform | loguniform | int | choice, bounds or values, ``q`` step."""
 
-    type: Annotated[Choice(*PARAM_TYPES), Says(lambda k, where: (
-        f"'{k[:-5]}' in {where(k)} needs a type: one of {', '.join(PARAM_TYPES)}, e.g. {{type: loguniform, low: "
-        f"0.05, high: 1.0}}."), missing_only=True)] = key(..., "uniform, loguniform (log scale), int, or choice")
+    type: Annotated[Choice(*PARAM_TYPES), Says(_needs_type, missing_only=True)] = key(
+        ..., "uniform, loguniform (log scale), int, or choice")
     low: Annotated[_BOUND, Allowed("a number (an integer for int, > 0 for loguniform)")] = key(
         None, "lowest value (uniform, loguniform, int)")
     high: Annotated[_BOUND, Allowed("a number above low (an integer for int)")] = key(None, "highest value")
     q: Annotated[_BOUND, Allowed("a number > 0 of which low and high are multiples (uniform, int)")] = key(
         None, "quantization step: values are low + a multiple of q")
-    values: Annotated[Optional[list], Allowed("a non-empty list of distinct values")] = key(None, "the choices (choice)")
+    values: Annotated[Optional[list], Allowed("a non-empty list of distinct values")] = key(None, "the choices "
+                                                                                                  "(choice)")
     key: Derived[str] = key("", "the dotted config key searched")
 
     def describe(self) -> str:
@@ -93,7 +118,8 @@ class Search:
         Allowed("a list of config files or mappings of space keys")] = key(
         [], "run first: training config files (their values of the space keys, relative to the spec) or mappings "
             "of space keys")
-    optuna_storage: Optional[Text()] = key(None, "an Optuna storage URL (default: sqlite optuna.db in the sweep folder)")
+    optuna_storage: Optional[Text()] = key(None, "an Optuna storage URL (default: SQLite, optuna.db in the sweep's "
+                                                 "folder)")
     # Optuna's 10 made 8-12 trial sweeps random search (bench/search.py).
     n_startup_trials: Int(ge=0) = key(4, "TPE: random draws before it models (warm-start points count)")
     multivariate: Flag() = key(False, "TPE: one joint model of all parameters")
@@ -138,7 +164,8 @@ class Tracking:
 
     report_to: Optional[Choice("swanlab", "none")] = key(None, "the tracker (default: the base config's report_to)")
     project: Optional[Text()] = key(None, "SwanLab project (default: the base config's swanlab_project)")
-    mode: Optional[Choice(*SWANLAB_MODES)] = key(None, "auto, cloud, local or offline (default: the base config's swanlab_mode)")
+    mode: Optional[Choice(*SWANLAB_MODES)] = key(None, "auto, cloud, local or offline (default: the base config's "
+                                                       "swanlab_mode)")
 
 
 def _two_or_three(value: Any) -> Any:
@@ -156,27 +183,22 @@ class SweepSpec:
     name: Optional[Text(allowed="letters, digits, '_', '-' or '.' (at most 64, no spaces or slashes)",
                pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")] = key(None, "the sweep's folder name (default: the "
                                                                          "spec file's name)")
-    base_config: Annotated[Text(), Says(lambda k, where: (
-        f"'{k}' in {where(k)} is required: the training config the sweep starts from, e.g. base_config: "
-        f"../configs/sd2_finetune_5k_improved.yaml."), missing_only=True)] = key(
+    base_config: Annotated[Text(), Says(_needs_base_config, missing_only=True)] = key(
         ..., "the training config the sweep starts from, relative to the spec")
     overrides: Annotated[Nested[Union[dict, list[Annotated[str, StringConstraints(pattern="=")]]]], Allowed(
         "a mapping of config keys (dotted keys allowed) or a list of key=value strings")] = key(
         {}, "config keys set in the base config for every trial (and warm start)")
-    metric: Text() = key("val/Final_Score", "what early stopping and the leaderboard rank by: val/Final_Score, val/PSNR, "
-                                      "val/<type>/LPIPS, ...")
+    metric: Text() = key("val/Final_Score", "what early stopping and the leaderboard rank by: val/Final_Score, "
+                                            "val/PSNR, val/<type>/LPIPS, ...")
     mode: Optional[Choice("max", "min")] = key(None, "max or min (default: min for LPIPS, else max)")
-    objectives: Annotated[tuple[Objective, ...], BeforeValidator(_two_or_three), Allowed("a list of 2 or 3 {metric, "
-                                                                                         "mode}"), Says(lambda k, where: (
-            f"'{k}' in {where(k)} must list 2 or 3 metrics to trade off, e.g. objectives: [{{metric: val/PSNR, mode: "
-            f"max}}, {{metric: val/LPIPS, mode: min}}]; for one metric use 'metric' and 'mode'."))] = key(
+    objectives: Annotated[tuple[Objective, ...], BeforeValidator(_two_or_three), Allowed(
+        "a list of 2 or 3 {metric, mode}"), Says(_objectives_sentence)] = key(
         (), "Pareto sweeps: 2 or 3 metrics the study trades off")
-    space: Annotated[Distributions, at.MinLen(1), Allowed("config keys, each mapped to a distribution"), Says(lambda k, where: (
-        f"'{k}' in {where(k)} must map config keys to distributions, e.g. space: {{lambda_gan: {{type: loguniform, "
-        f"low: 0.05, high: 1.0}}}}."))] = key(..., "dotted config keys and the distributions they are drawn from")
-    ties: Annotated[Nested[dict[str, str]], Allowed("config keys, each mapped to a space key"), Says(lambda k, where: (
-        f"'{k}' in {where(k)} must map a config key to the space key it follows, e.g. ties: {{coeff_t: model_t}}."))
-    ] = key({}, "config keys that take a space key's sampled value (coeff_t: model_t)")
+    space: Annotated[Distributions, at.MinLen(1), Allowed("config keys, each mapped to a distribution"),
+                     Says(_space_sentence)] = key(..., "dotted config keys and the distributions they are drawn from")
+    ties: Annotated[Nested[dict[str, str]], Allowed("config keys, each mapped to a space key"),
+                    Says(_ties_sentence)] = key({}, "config keys that take a space key's sampled value (coeff_t: "
+                                                    "model_t)")
     search: Nested[Search] = nested("how the next configs are proposed")
     scheduler: Nested[Scheduler] = nested("early stopping or population-based training")
     resources: Nested[Resources] = nested("what one trial gets")
