@@ -1,11 +1,11 @@
 """Training config: a YAML file (plus overrides) validated into a tree of frozen sections.
 
 ``load_config(path, overrides)``, ``config_from_dict(d, ...)`` and ``config_to_dict(cfg)`` are the API.
-Attribute names equal the YAML keys, so ``cfg.data_config.train.batch_size`` reads like the file. Each
-key is declared once (type, default, allowed values, meaning; ``hypir_core.schema``), the ``data_config`` ones
-in ``hypir_core.config_data``, the rest below; every mistake
-is a ``ConfigError`` with one sentence naming the dotted key, the file, the bad value and what is allowed.
-The rules that join several keys (loss weights, the schedule) are the named functions at the end.
+Attribute names equal the YAML keys, so ``cfg.data_config.train.batch_size`` reads like the file. Each key
+is declared once, with its type, default, allowed values and meaning (``hypir_core.schema``): the
+``data_config`` keys in ``hypir_core.config_data``, the others below. Every mistake is a ``ConfigError``
+with one sentence naming the dotted key, the file, the bad value and what is allowed. The rules that join
+several keys (loss weights, the schedule) are the named functions at the end.
 """
 
 import copy

@@ -49,6 +49,11 @@ class Says:
     missing_only: bool = False
 
 
+def says(template: str, missing_only: bool = False) -> Says:
+    """A ``Says`` sentence from a template with {key}, {parent} (the key's section) and {where} in it."""
+    return Says(lambda k, where: template.format(key=k, parent=k.rpartition(".")[0], where=where(k)), missing_only)
+
+
 def show_value(value: Any) -> str:
     """A value as messages quote it: repr (shortened) and its type."""
     if value is None:

@@ -23,7 +23,7 @@ from hypir_core.schema import Int, Number, Source, check, validate
 from hypir_core.tracking import local_mode_available
 from hypir_sweep.spec_schema import (PARAM_TYPES, POPULATION_BASED, SCHEDULERS, SEARCHERS,  # noqa: F401 (re-exported)
                                      Objective, Param, Resources, Scheduler, Search, SweepSpec, Tracking,
-                                     mutations_sentence, trial_values)
+                                     MUTATIONS, trial_values)
 
 SPEC_COPY = "sweep_spec.yaml"  # the copy of the spec a sweep keeps in its folder (what --resume and analyze.py read)
 # Keys a sweep sets itself in every trial: a space must not search them.
@@ -265,7 +265,7 @@ def check_scheduler(scheduler: Scheduler, written: dict, source: Source, base: C
                                                           f"trials exploit each other at least once)",
                        scheduler.perturbation_interval)
     if not scheduler.hyperparam_mutations:
-        source.fail(mutations_sentence("scheduler.hyperparam_mutations", source.where))
+        source.fail(MUTATIONS.render("scheduler.hyperparam_mutations", source.where))
     for param in scheduler.hyperparam_mutations:
         where = f"'scheduler.hyperparam_mutations.{param.key}' in {source.name}"
         if param.key not in MUTABLE:

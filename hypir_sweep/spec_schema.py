@@ -12,53 +12,35 @@ import annotated_types as at
 from pydantic import BeforeValidator, StringConstraints, WithJsonSchema, WrapValidator
 
 from hypir_core.config import SWANLAB_MODES, Config, config_from_dict, config_to_dict
-from hypir_core.schema import (Allowed, Choice, Derived, Flag, Int, Nested, Number, Says, Text, key, nested,
-                               section)
+from hypir_core.schema import Allowed, Choice, Derived, Flag, Int, Nested, Number, Text, key, nested, says, section
 
 PARAM_TYPES = ("uniform", "loguniform", "int", "choice")
 SCHEDULERS = ("asha", "hyperband", "median", "fifo", "pbt", "pb2")
 POPULATION_BASED = ("pbt", "pb2")
 SEARCHERS = ("optuna_tpe",)
-# Optional[...] keys: null, or leaving the key out, means the default said in the key's meaning.
+# Optional[...] keys below: null, or leaving the key out, means the default their meaning names.
 _BOUND = Annotated[Any, WithJsonSchema({"type": "number"})]  # checked by type in hypir_sweep.spec.check_param
 
 
-# What a key must be, as a whole sentence (Says): render(key, where).
-def mutations_sentence(k: str, where) -> str:
-    """What ``scheduler.hyperparam_mutations`` must be, for pbt and pb2."""
-    return (f"'{k}' in {where(k)} must map the keys to mutate to distributions, e.g. {{lr_G: {{type: loguniform, "
-            f"low: 1.0e-6, high: 1.0e-4}}}}.")
-
-
-def _needs_type(k: str, where) -> str:
-    return (f"'{k.removesuffix('.type')}' in {where(k)} needs a type: one of {', '.join(PARAM_TYPES)}, e.g. "
-            f"{{type: loguniform, low: 0.05, high: 1.0}}.")
-
-
-def _needs_base_config(k: str, where) -> str:
-    return (f"'{k}' in {where(k)} is required: the training config the sweep starts from, e.g. base_config: "
-            f"../configs/sd2_finetune_5k_improved.yaml.")
-
-
-def _space_sentence(k: str, where) -> str:
-    return (f"'{k}' in {where(k)} must map config keys to distributions, e.g. space: {{lambda_gan: {{type: "
-            f"loguniform, low: 0.05, high: 1.0}}}}.")
-
-
-def _ties_sentence(k: str, where) -> str:
-    return f"'{k}' in {where(k)} must map a config key to the space key it follows, e.g. ties: {{coeff_t: model_t}}."
-
-
-def _objectives_sentence(k: str, where) -> str:
-    return (f"'{k}' in {where(k)} must list 2 or 3 metrics to trade off, e.g. objectives: [{{metric: val/PSNR, mode: "
-            f"max}}, {{metric: val/LPIPS, mode: min}}]; for one metric use 'metric' and 'mode'.")
+# What a key must be, as a whole sentence (for any mistake there, or for a missing key).
+MUTATIONS = says("'{key}' in {where} must map the keys to mutate to distributions, e.g. {{lr_G: {{type: loguniform, "
+                 "low: 1.0e-6, high: 1.0e-4}}}}.")
+_NEEDS_TYPE = says("'{parent}' in {where} needs a type: one of " + ", ".join(PARAM_TYPES) + ", e.g. {{type: "
+                   "loguniform, low: 0.05, high: 1.0}}.", missing_only=True)
+_NEEDS_BASE_CONFIG = says("'{key}' in {where} is required: the training config the sweep starts from, e.g. "
+                          "base_config: ../configs/sd2_finetune_5k_improved.yaml.", missing_only=True)
+_SPACE = says("'{key}' in {where} must map config keys to distributions, e.g. space: {{lambda_gan: {{type: "
+              "loguniform, low: 0.05, high: 1.0}}}}.")
+_TIES = says("'{key}' in {where} must map a config key to the space key it follows, e.g. ties: {{coeff_t: model_t}}.")
+_OBJECTIVES = says("'{key}' in {where} must list 2 or 3 metrics to trade off, e.g. objectives: [{{metric: val/PSNR, "
+                   "mode: max}}, {{metric: val/LPIPS, mode: min}}]; for one metric use 'metric' and 'mode'.")
 
 
 @section
 class Param:
     """One searched config key: ``type`` uniform | loguniform | int | choice, bounds or values, ``q`` step."""
 
-    type: Annotated[Choice(*PARAM_TYPES), Says(_needs_type, missing_only=True)] = key(
+    type: Annotated[Choice(*PARAM_TYPES), _NEEDS_TYPE] = key(
         ..., "uniform, loguniform (log scale), int, or choice")
     low: Annotated[_BOUND, Allowed("a number (an integer for int, > 0 for loguniform)")] = key(
         None, "lowest value (uniform, loguniform, int)")
@@ -67,6 +49,7 @@ class Param:
         None, "quantization step: values are low + a multiple of q")
     values: Annotated[Optional[list], Allowed("a non-empty list of distinct values")] = key(None, "the choices "
                                                                                                   "(choice)")
+    # Last: from here on in this class, `key` names this field, not hypir_core.schema.key.
     key: Derived[str] = key("", "the dotted config key searched")
 
     def describe(self) -> str:
@@ -97,6 +80,12 @@ def _keyed(value: Any, handler) -> tuple[Param, ...]:
 Distributions = Annotated[dict[str, Param], WrapValidator(_keyed)]
 
 
+# Warm-start points as written; load_spec replaces them by their values of the space keys (dicts).
+WarmStarts = Annotated[list[Annotated[Union[str, dict], Allowed("a config file path or a mapping of space keys")]],
+                       BeforeValidator(lambda v: [] if v is None else v),
+                       Allowed("a list of config files or mappings of space keys")]
+
+
 @section
 class Objective:
     """One metric of a multi-objective (Pareto) sweep and whether higher or lower is better."""
@@ -113,11 +102,8 @@ class Search:
     seed: Int(ge=0) = key(0, "the searcher's seed: the same seed proposes the same configs")
     num_samples: Int(ge=1) = key(16, "trials in the sweep, warm-start points included (the population for pbt)")
     max_concurrent_trials: Int(ge=1) = key(1, "trials training at once")
-    points_to_evaluate: Annotated[list[Annotated[Union[str, dict], Allowed(
-        "a config file path or a mapping of space keys")]], BeforeValidator(lambda v: [] if v is None else v),
-        Allowed("a list of config files or mappings of space keys")] = key(
-        [], "run first: training config files (their values of the space keys, relative to the spec) or mappings "
-            "of space keys")
+    points_to_evaluate: WarmStarts = key([], "run first: training config files (their values of the space keys, "
+                                             "relative to the spec) or mappings of space keys")
     optuna_storage: Optional[Text()] = key(None, "an Optuna storage URL (default: SQLite, optuna.db in the sweep's "
                                                  "folder)")
     # Optuna's 10 made 8-12 trial sweeps random search (bench/search.py).
@@ -138,7 +124,7 @@ class Scheduler:
     min_samples_required: Int(ge=1) = key(3, "median: trials reporting a round before the median stops any")
     perturbation_interval: Int(ge=1) = key(1, "pbt, pb2: rounds between exploits")
     hyperparam_mutations: Annotated[Nested[Distributions], Allowed("mutable config keys, each mapped to a "
-                                                                   "distribution"), Says(mutations_sentence)] = key(
+                                                                   "distribution"), MUTATIONS] = key(
         (), "pbt, pb2: keys that change mid-run (each also in space), with their distributions")
     quantile_fraction: Number(gt=0, le=0.5) = key(0.25, "pbt, pb2: the weakest fraction copies the strongest")
     resample_probability: Number(ge=0, le=1) = key(0.25, "pbt: draw afresh instead of perturbing by 0.8 or 1.2")
@@ -169,35 +155,38 @@ class Tracking:
 
 
 def _two_or_three(value: Any) -> Any:
-    if value is None:
-        return ()  # not a Pareto sweep
-    if not isinstance(value, (list, tuple)) or not 2 <= len(value) <= 3 and value != ():
-        raise ValueError("2 or 3 objectives")
-    return value
+    if value is None or value == ():
+        return ()  # not a Pareto sweep (an empty list written in a file is refused)
+    if isinstance(value, (list, tuple)) and 2 <= len(value) <= 3:
+        return value
+    raise ValueError("2 or 3 objectives")
+
+
+# Written as a mapping (nested or dotted keys) or as key=value texts; load_spec makes them dotted keys and values.
+Overrides = Annotated[Nested[Union[dict, list[Annotated[str, StringConstraints(pattern="=")]]]],
+                      Allowed("a mapping of config keys (dotted keys allowed) or a list of key=value strings")]
+SweepName = Text(allowed="letters, digits, '_', '-' or '.' (at most 64, no spaces or slashes)",
+                 pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @section
 class SweepSpec:
     """A sweep spec; as ``load_spec`` returns it, with ``base`` the resolved training config."""
 
-    name: Optional[Text(allowed="letters, digits, '_', '-' or '.' (at most 64, no spaces or slashes)",
-               pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")] = key(None, "the sweep's folder name (default: the "
-                                                                         "spec file's name)")
-    base_config: Annotated[Text(), Says(_needs_base_config, missing_only=True)] = key(
+    name: Optional[SweepName] = key(None, "the sweep's folder name (default: the spec file's name)")
+    base_config: Annotated[Text(), _NEEDS_BASE_CONFIG] = key(
         ..., "the training config the sweep starts from, relative to the spec")
-    overrides: Annotated[Nested[Union[dict, list[Annotated[str, StringConstraints(pattern="=")]]]], Allowed(
-        "a mapping of config keys (dotted keys allowed) or a list of key=value strings")] = key(
-        {}, "config keys set in the base config for every trial (and warm start)")
+    overrides: Overrides = key({}, "config keys set in the base config for every trial (and warm start)")
     metric: Text() = key("val/Final_Score", "what early stopping and the leaderboard rank by: val/Final_Score, "
                                             "val/PSNR, val/<type>/LPIPS, ...")
     mode: Optional[Choice("max", "min")] = key(None, "max or min (default: min for LPIPS, else max)")
     objectives: Annotated[tuple[Objective, ...], BeforeValidator(_two_or_three), Allowed(
-        "a list of 2 or 3 {metric, mode}"), Says(_objectives_sentence)] = key(
+        "a list of 2 or 3 {metric, mode}"), _OBJECTIVES] = key(
         (), "Pareto sweeps: 2 or 3 metrics the study trades off")
     space: Annotated[Distributions, at.MinLen(1), Allowed("config keys, each mapped to a distribution"),
-                     Says(_space_sentence)] = key(..., "dotted config keys and the distributions they are drawn from")
+                     _SPACE] = key(..., "dotted config keys and the distributions they are drawn from")
     ties: Annotated[Nested[dict[str, str]], Allowed("config keys, each mapped to a space key"),
-                    Says(_ties_sentence)] = key({}, "config keys that take a space key's sampled value (coeff_t: "
+                    _TIES] = key({}, "config keys that take a space key's sampled value (coeff_t: "
                                                     "model_t)")
     search: Nested[Search] = nested("how the next configs are proposed")
     scheduler: Nested[Scheduler] = nested("early stopping or population-based training")
