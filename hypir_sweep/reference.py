@@ -50,24 +50,22 @@ def _default(info: FieldInfo) -> str:
 
 def _below(tp: Any) -> list[tuple[str, type, str]]:
     """The sections a key holds (itself, its items or its variants): (how their keys continue, section, label)."""
-    args, sections = get_args(tp), []
+    args = [unwrap(a, []) for a in get_args(tp)]
     if dataclasses.is_dataclass(tp):
-        sections = [(".", tp, "")]
-    elif get_origin(tp) is dict:
-        sections = [(".<key>.", unwrap(args[1], []), "")]
-    elif get_origin(tp) in (list, tuple):
-        sections = [("[i].", unwrap(args[0], []), "")]
-    elif get_origin(tp) is Union:
-        sections = [(".", unwrap(a, []), f" ({unwrap(a, []).__name__})") for a in args]
-    return [(suffix, cls, label) for suffix, cls, label in sections if dataclasses.is_dataclass(cls)]
+        return [(".", tp, "")]
+    if get_origin(tp) is Union:  # the dataset's variants, each labelled by its class
+        return [(".", a, f" ({a.__name__})") for a in args if dataclasses.is_dataclass(a)]
+    item = args[-1] if get_origin(tp) is dict else args[0] if get_origin(tp) in (list, tuple) else None
+    return [(".<key>." if get_origin(tp) is dict else "[i].", item, "")] if dataclasses.is_dataclass(item) else []
 
 
 def rows(cls: type, prefix: str = "", label: str = "") -> list[tuple[str, str, str, str]]:
     """(dotted key, default, allowed values, meaning) for every key of a section and the sections inside it."""
     out = []
     for name in file_keys(cls):
-        info, meta = cls.__pydantic_fields__[name], []
-        below = _below(unwrap(info.annotation, meta := list(info.metadata)))
+        info = cls.__pydantic_fields__[name]
+        meta = list(info.metadata)
+        below = _below(unwrap(info.annotation, meta))
         allowed = allowed_words(meta) or ("a mapping of keys (below)" if below else "")
         out.append((f"`{prefix}{name}`{label}", _default(info), allowed, info.description or ""))
         for suffix, section, variant in below:
