@@ -148,7 +148,7 @@ Derived = Annotated[T, AfterValidator(_not_in_file), SkipJsonSchema(), _Derived(
 
 def key(default: Any = ..., meaning: str = "") -> Any:
     """A key's default (``...``: required) and its one-line meaning (the reference and JSON Schema show it)."""
-    if isinstance(default, (list, dict)):
+    if isinstance(default, (list, dict, tuple)):  # a fresh copy each time (and no JSON Schema default)
         return Field(default_factory=lambda: copy.deepcopy(default), description=meaning)
     return Field(default, description=meaning)
 

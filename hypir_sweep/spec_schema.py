@@ -124,8 +124,8 @@ class Scheduler:
     min_samples_required: Int(ge=1) = key(3, "median: trials reporting a round before the median stops any")
     perturbation_interval: Int(ge=1) = key(1, "pbt, pb2: rounds between exploits")
     hyperparam_mutations: Annotated[Nested[Distributions], Allowed("mutable config keys, each mapped to a "
-                                                                   "distribution"), MUTATIONS] = key(
-        (), "pbt, pb2: keys that change mid-run (each also in space), with their distributions")
+                                                                   "distribution"), MUTATIONS] = nested(
+        "pbt, pb2: keys that change mid-run (each also in space), with their distributions")
     quantile_fraction: Number(gt=0, le=0.5) = key(0.25, "pbt, pb2: the weakest fraction copies the strongest")
     resample_probability: Number(ge=0, le=1) = key(0.25, "pbt: draw afresh instead of perturbing by 0.8 or 1.2")
     synch: Flag() = key(False, "pbt, pb2: the population waits at each perturbation and is ranked at one round")
