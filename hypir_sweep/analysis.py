@@ -19,9 +19,9 @@ import pandas as pd
 import yaml
 
 from hypir_core.checkpoint import BEST_WEIGHTS
-from hypir_core.config import DEGRADATION_TYPES, config_from_dict, config_to_dict
+from hypir_core.config import DEGRADATION_TYPES, config_from_dict, config_to_dict, validation_rounds
 from hypir_core.errors import OOM_ADVICE, HypirError
-from hypir_sweep.spec import SPEC_COPY, param_overrides
+from hypir_sweep.spec import SPEC_COPY, trial_values
 
 STATUS_ORDER = ("completed", "early-stopped", "unfinished", "diverged", "out of memory", "refused", "errored")
 RANK_RULE = ("Ranking: trials that ran the full budget first, then early-stopped, unfinished, diverged, out of memory, "
@@ -182,7 +182,7 @@ def load_sweep(sweep_path: str) -> Sweep:
     metric = spec.get("metric", "val/Final_Score")
     mode = spec.get("mode") or ("min" if metric.endswith("LPIPS") else "max")
     base = spec["base_resolved"]
-    max_rounds = math.ceil(base["max_train_steps"] / base["validation_steps"])
+    max_rounds = validation_rounds(base["max_train_steps"], base["validation_steps"])
     try:
         analysis = ExperimentAnalysis(sweep_path, default_metric=metric, default_mode=mode)
     except Exception as exc:  # noqa: BLE001 - Ray says why in its own words
@@ -282,7 +282,7 @@ def best_config(sweep: Sweep, row: TrialRow | None = None, weights_name: str = B
     if winner is None:
         raise AnalysisError(f"No trial of sweep '{sweep.name}' has finished a validation round yet; "
                             f"analyze again once one has.")
-    overrides = param_overrides(winner.params, sweep.spec.get("ties") or {}) + [f"output_dir=results/{sweep.name}-best"]
+    overrides = {**trial_values(winner.params, sweep.spec.get("ties") or {}), "output_dir": f"results/{sweep.name}-best"}
     cfg = config_from_dict(sweep.spec["base_resolved"], source=f"sweep {sweep.name}", name=f"{sweep.name}-best",
                            overrides=overrides)
     weights = _join(winner.path, weights_name)

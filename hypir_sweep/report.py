@@ -159,7 +159,7 @@ def export_schedule(sweep: Sweep, winner, out_dir: str) -> list:
 
     from hypir_core.config import config_from_dict, config_to_dict
     from hypir_sweep.population import lineage_schedule
-    from hypir_sweep.spec import param_overrides
+    from hypir_sweep.spec import trial_values
 
     with open(os.path.join(winner.path, "summary.json")) as handle:
         lineage = json.load(handle).get("lineage") or []
@@ -167,8 +167,8 @@ def export_schedule(sweep: Sweep, winner, out_dir: str) -> list:
         console.print(f"[yellow]Trial {winner.trial} recorded no lineage: no best_schedule.yaml.[/yellow]")
         return []
     first, entries = lineage_schedule(lineage)
-    overrides = param_overrides(first, sweep.spec.get("ties") or {}) + [
-        f"output_dir=results/{sweep.name}-schedule", "schedule=" + json.dumps(entries)]
+    overrides = {**trial_values(first, sweep.spec.get("ties") or {}), "output_dir": f"results/{sweep.name}-schedule",
+                 "schedule": entries}
     config = config_to_dict(config_from_dict(sweep.spec["base_resolved"], source=f"sweep {sweep.name}",
                                              name=f"{sweep.name}-schedule", overrides=overrides))
     path = os.path.join(out_dir, "best_schedule.yaml")

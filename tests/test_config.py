@@ -246,3 +246,79 @@ def test_unknown_target_lists_known_names_and_is_never_imported(tmp_path):
     data = with_key("data_config.train.batch_transform", {"target": "my.Transform"})
     message = error_of(write(tmp_path, data))
     assert "IdentityBatchTransform" in message and "'my.Transform'" in message
+
+
+def test_a_misspelt_required_key_is_named_with_its_spelling_not_as_missing(tmp_path):
+    """The unknown key comes first among its siblings, so the user sees the typo and the fix."""
+    data = without("max_train_steps")
+    data["max_train_step"] = 10
+    assert "Unknown key 'max_train_step'" in error_of(write(tmp_path, data))
+    assert "did you mean 'max_train_steps'?" in error_of(write(tmp_path, data))
+    data = minimal()
+    data["data_config"]["train"] = {"datset": data["data_config"]["train"]["dataset"]}
+    assert "did you mean 'data_config.train.dataset'?" in error_of(write(tmp_path, data))
+    data = with_key("data_config.train.dataset", {"targt": "AIOFolderDataset", "params": {"root": "x"}})
+    assert "did you mean 'data_config.train.dataset.target'?" in error_of(write(tmp_path, data))
+
+
+def test_override_values_are_taken_as_given_and_override_texts_as_yaml(tmp_path):
+    """A sweep passes values (a string that looks like a number stays a string); the CLI passes YAML text."""
+    path = write(tmp_path, minimal())
+    cfg = config_from_dict(minimal(), source=str(path), overrides={"swanlab_project": "0.5",
+                                                                   "lr_G": 1.2345678901234567e-05})
+    assert cfg.swanlab_project == "0.5" and cfg.lr_G == 1.2345678901234567e-05
+    message = error_of(path, ["swanlab_project=0.5"])
+    assert "'swanlab_project'" in message and "override 'swanlab_project=0.5'" in message and "0.5 (float)" in message
+    message = error_of(path, {"lora_rank": "big"})
+    assert "'lora_rank'" in message and "override 'lora_rank=big'" in message
+
+
+def test_reference_and_json_schemas_are_generated_from_the_current_declaration():
+    from hypir_sweep.reference import generated
+
+    for path, text in generated().items():
+        assert path.is_file() and path.read_text() == text, f"{path} is out of date: python -m hypir_sweep.reference"
+
+
+def test_every_key_in_the_reference_says_what_it_means_and_allows():
+    from hypir_sweep.reference import rows
+
+    from hypir_core.config import Config
+    from hypir_sweep.spec_schema import SweepSpec
+
+    for cls in (Config, SweepSpec):
+        for key, _, allowed, meaning in rows(cls):
+            assert meaning and allowed, key
+
+
+def _yaml_as_editors_read_it(text: str):
+    """YAML 1.2 floats (1e-5 is a number, as editors read it; PyYAML's 1.1 rules make it a string)."""
+    import re
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    number = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", number, list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)
+
+
+def test_editors_json_schema_accepts_the_shipped_files_and_flags_mistakes():
+    import json
+
+    import jsonschema
+
+    root = CONFIGS.parent
+    for folder, schema_name in (("configs", "config"), ("sweeps", "sweep")):
+        schema = json.loads((root / "docs" / "schema" / f"{schema_name}.schema.json").read_text())
+        validator = jsonschema.Draft202012Validator(schema)
+        for path in sorted((root / folder).glob("*.yaml")):
+            text = path.read_text()
+            assert text.startswith(f"# yaml-language-server: $schema=../docs/schema/{schema_name}.schema.json\n"), path
+            errors = [e.message for e in validator.iter_errors(_yaml_as_editors_read_it(text))]
+            assert not errors, (path.name, errors)
+    validator = jsonschema.Draft202012Validator(json.loads((root / "docs/schema/config.schema.json").read_text()))
+    for key, value in [("lora_rank", "big"), ("lamda_l2", 2), ("mixed_precision", "fp8"), ("lr_G", 0),
+                       ("data_config.val.resize", 4), ("data_config.train.dataset.target", "os.system")]:
+        assert list(validator.iter_errors(with_key(key, value))), key
+    assert not list(validator.iter_errors(minimal()))

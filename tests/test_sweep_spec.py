@@ -180,3 +180,30 @@ def test_tpe_settings_reach_the_sampler(tmp_path):
         "n_startup_trials": 7, "multivariate": True, "constant_liar": True}))
     sampler = make_searcher(spec)._sampler
     assert (sampler._n_startup_trials, sampler._multivariate, sampler._constant_liar) == (7, True, True)
+
+
+def test_sampled_values_reach_the_trial_config_as_values(tmp_path):
+    """No YAML text on the way: a prompt choice "yes" stays a string, a float keeps every digit."""
+    spec = load_spec(write_spec(tmp_path, space={
+        "data_config.val.prompt": {"type": "choice", "values": ["yes", "0.5"]},
+        "lr_G": {"type": "loguniform", "low": 1e-6, "high": 1e-3}}))
+    cfg = spec.trial_config({"data_config.val.prompt": "yes", "lr_G": 1.2345678901234567e-05}, str(tmp_path), "t-1")
+    assert cfg.data_config.val.prompt == "yes" and cfg.lr_G == 1.2345678901234567e-05
+
+
+def test_spec_integers_are_integers_and_null_means_the_documented_default(tmp_path):
+    with pytest.raises(SpecError, match=r"'search.num_samples' in .* must be an integer >= 1, got 8.0 \(float\)"):
+        load_spec(write_spec(tmp_path, search={"num_samples": 8.0}))
+    spec = load_spec(write_spec(tmp_path, name=None, mode=None, tracking={"project": None, "report_to": "none"}))
+    assert (spec.name, spec.mode, spec.tracking.project, spec.tracking.report_to) == (
+        "spec", "max", "HYPIR-training", "none")
+
+
+def test_overrides_given_as_texts_or_as_a_mapping_make_the_same_base(tmp_path):
+    texts = load_spec(write_spec(tmp_path, overrides=["max_train_steps=30", "validation_steps=10",
+                                                      "opt_kwargs.weight_decay=0.001"]))
+    mapping = load_spec(write_spec(tmp_path, overrides={"max_train_steps": 30, "validation_steps": 10,
+                                                        "opt_kwargs": {"weight_decay": 0.001}}))
+    assert texts.base == mapping.base and mapping.base.opt_kwargs.weight_decay == 0.001
+    assert mapping.overrides == {"max_train_steps": 30, "validation_steps": 10, "opt_kwargs.weight_decay": 0.001}
+    assert mapping.max_rounds == 3

@@ -1,0 +1,158 @@
+"""The ``data_config`` keys of a training config: the training pairs (a pair list or an all-in-one folder) and
+the validation set, each key declared once (``hypir_core.schema``); ``hypir_core.config`` holds the rest."""
+
+import dataclasses
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import BeforeValidator, Discriminator, Tag
+
+from hypir_core.schema import (Allowed, Choice, Flag, Int, Nested, Says, Text, Texts, key, must, nested,
+                               refuse_with, section, show_value)
+
+# Dataset names users write in `target:` (HYPIR's own and ours), mapped to our loaders; never imported.
+DATASET_TARGETS = {
+    "HYPIR.dataset.paired.PairedParquetDataset": "paired_list",
+    "PairedListDataset": "paired_list",
+    "AIOFolderDataset": "aio_folder",
+}
+IDENTITY_TRANSFORM_TARGETS = ("HYPIR.dataset.batch_transform.IdentityBatchTransform", "IdentityBatchTransform")
+# HYPIR's on-the-fly degradation pipeline: recognised, refused until supported.
+UNSUPPORTED_TARGETS = ("HYPIR.dataset.realesrgan.RealESRGANDataset",
+                       "HYPIR.dataset.batch_transform.RealESRGANBatchTransform")
+DEGRADATION_TYPES = ["Blur", "Haze", "Lowlight", "Rain", "Snow"]
+
+
+@section
+class FileMeta:
+    file_list: Text(allowed="a path ending in .parquet or .csv (the LQ/GT pair list)",
+                    pattern=r"\.([Pp][Aa][Rr][Qq][Uu][Ee][Tt]|[Cc][Ss][Vv])$") = key(..., "the LQ/GT pair list")
+    lq_key: Text() = key("lq_path", "the list's column of LQ image paths")
+    gt_key: Text() = key("gt_path", "the list's column of GT image paths")
+    prompt_key: Text() = key("prompt", "the list's column of prompts")
+
+
+@section
+class Augmentation:
+    out_size: Int(ge=8) = key(512, "training image size in pixels")
+    crop_type: Choice("none", "center", "random") = key("none", "none = resize to out_size; center or random = "
+                                                                "crop out_size pixels (reflect-padded if smaller)")
+    use_hflip: Flag() = key(True, "random horizontal flips, the same for LQ and GT")
+    use_rot: Flag() = key(True, "random 90-degree rotations, the same for LQ and GT")
+
+
+@section
+class PairedListParams(Augmentation):
+    file_meta: Nested[FileMeta] = nested("the pair list and its column names")
+    return_file_name: Flag() = key(False, "each item also carries its GT path")
+
+
+@section
+class AIOFolderParams(Augmentation):
+    root: Text(allowed="a folder path (with <type>/LQ and <type>/GT inside) or demo://aio/train") = key(
+        ..., "the all-in-one folder: <type>/LQ/* and <type>/GT/* with the same file names")
+    degradation_types: Texts() = key(DEGRADATION_TYPES, "the <type> folders trained on")
+    prompt: Text(empty_ok=True) = key("", "the prompt of every training image")
+
+
+def _targets(kind: str) -> Any:
+    names = [target for target, its_kind in DATASET_TARGETS.items() if its_kind == kind]
+    # k is the dataset's target key; where() names the dataset itself (an override of the dataset set it).
+    missing = Says(lambda k, where: f"Missing required key '{k}' in {where(k.removesuffix('.target'))}; set it to "
+                                    f"one of {', '.join(DATASET_TARGETS)}.", missing_only=True)
+    return Annotated[Choice(*names), missing]
+
+
+@section
+class PairedListDataset:
+    kind: ClassVar[str] = "paired_list"
+    target: _targets("paired_list") = key(..., "a LQ/GT pair list")
+    params: Nested[PairedListParams] = nested("the pair list and augmentation")
+
+
+@section
+class AIOFolderDataset:
+    kind: ClassVar[str] = "aio_folder"
+    target: _targets("aio_folder") = key(..., "an all-in-one folder")
+    params: Nested[AIOFolderParams] = nested("the folder and augmentation")
+
+
+def _unsupported(target: str) -> None:
+    refuse_with(lambda k, where: f"'{k}.target' in {where(k + '.target')} is '{target}', whose on-the-fly "
+                                 f"degradation is not supported yet; use a paired list (target "
+                                 f"{next(iter(DATASET_TARGETS))} with a .parquet or .csv file_list) or an AIO folder "
+                                 f"(target AIOFolderDataset).")
+
+
+def _check_dataset_target(value: Any) -> Any:
+    """The target first: known names map to our loaders, HYPIR's degradation pipeline is refused, nothing imported."""
+    if dataclasses.is_dataclass(value) or not isinstance(value, dict) or "target" not in value:
+        return value  # validated already (dataclasses.replace), not a mapping, or no target (see _targets)
+    target, names = value["target"], ", ".join(DATASET_TARGETS)
+    if not isinstance(target, str):
+        refuse_with(lambda k, where: f"'{k}.target' in {where(k + '.target')} must be a dataset name string such as "
+                                     f"{next(iter(DATASET_TARGETS))}, got {show_value(target)}.")
+    if target in UNSUPPORTED_TARGETS:
+        _unsupported(target)
+    if target not in DATASET_TARGETS:
+        refuse_with(lambda k, where: f"'{k}.target' in {where(k + '.target')} must be one of the known dataset names "
+                                     f"{names}, got {show_value(target)}; class paths are never imported.")
+    return value
+
+
+DatasetConfig = Annotated[
+    Union[Annotated[PairedListDataset, Tag("paired_list")], Annotated[AIOFolderDataset, Tag("aio_folder")]],
+    # Without a target the folder variant reports it missing (after any misspelt key such as 'targt').
+    Discriminator(lambda v: DATASET_TARGETS.get(v.get("target"), "aio_folder") if isinstance(v, dict)
+                  else getattr(v, "kind", None)),
+    BeforeValidator(_check_dataset_target),
+    Allowed("a mapping with 'target' (e.g. HYPIR.dataset.paired.PairedParquetDataset) and 'params'")]
+
+
+@section
+class IdentityTransformParams:
+    hq_key: Choice("GT") = key("GT", "the batch key of the target image")
+    extra_keys: Annotated[list[Literal["LQ", "txt"]], Allowed("[LQ, txt] (the keys our datasets return)"),
+                          BeforeValidator(lambda v: must(v, isinstance(v, list) and sorted(map(str, v)) == [
+                              "LQ", "txt"]))] = key(["LQ", "txt"], "the other batch keys passed on")
+
+
+def _check_transform_target(value: Any) -> Any:
+    if isinstance(value, dict) and value.get("target") in UNSUPPORTED_TARGETS:
+        _unsupported(value["target"])
+    return value
+
+
+@section
+class BatchTransformConfig:
+    target: Choice(*IDENTITY_TRANSFORM_TARGETS) = key(IDENTITY_TRANSFORM_TARGETS[0], "pairs are used as they are")
+    params: Nested[IdentityTransformParams] = nested("the identity transform's keys")
+
+
+@section
+class TrainDataConfig:
+    batch_size: Int(ge=1) = key(4, "images per batch (the generator and the discriminator each take a batch a step)")
+    dataloader_num_workers: Int(ge=0) = key(4, "data loading processes (0 = in the training process)")
+    dataset: DatasetConfig = key(..., "the training pairs: a pair list or an all-in-one folder")
+    batch_transform: Annotated[Nested[BatchTransformConfig], BeforeValidator(_check_transform_target)] = nested(
+        "what is done to a batch before the step (HYPIR's key; only the identity)")
+
+
+@section
+class ValDataConfig:
+    val_dir: Text(null="") = key(None, "validation folder: <type>/LQ/* and <type>/GT/*, same file names "
+                                       "(demo://aio/val for the demo)")
+    degradation_types: Texts() = key(DEGRADATION_TYPES, "the <type> folders validated, each also scored on its own")
+    batch_size: Int(ge=1) = key(1, "validation images per batch")
+    num_samples_per_type: Int(ge=1, null="= all") = key(None, "the first N sorted images of each type")
+    prompt: Text(empty_ok=True) = key("high quality, sharp details", "the prompt used for validation (the users' "
+                                                                     "trainer's)")
+    resize: Annotated[Union[Int(ge=8), Literal["native"]], Allowed('an integer >= 8 or "native"')] = key(
+        512, "validation size, or native (padded to the VAE's multiple, cropped back)")
+    quantize: Flag() = key(True, "metrics on outputs rounded to 8 bits (as on saved PNGs); false = the users' float "
+                                 "computation")
+
+
+@section
+class DataConfig:
+    train: Nested[TrainDataConfig] = nested("training data")
+    val: Nested[ValDataConfig] = nested("validation data")
