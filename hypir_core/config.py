@@ -22,6 +22,7 @@ from pydantic import BeforeValidator, WithJsonSchema
 from hypir_core import schedule as schedule_rules
 from hypir_core.config_data import DATASET_TARGETS, DEGRADATION_TYPES, DataConfig  # noqa: F401 (re-exported)
 from hypir_core.errors import ConfigError
+from hypir_core.loss_terms import LOSS_WEIGHTS  # noqa: F401 (re-exported for specs)
 from hypir_core.schema import (Allowed, Choice, Derived, Flag, Int, Nested, Number, Source, Text, Texts, file_keys,
                                key, must, nested, parse_number, read_yaml, refuse, section, show_value, validate)
 
@@ -34,7 +35,6 @@ DEFAULT_LORA_MODULES = ["to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "co
 SWANLAB_MODES = ("auto", "cloud", "local", "offline")
 DISC_BACKBONES = ("openclip_convnext_xxlarge", "timm_convnext_tiny", "timm_convnext_small", "timm_convnext_base",
                   "tiny")
-LOSS_WEIGHTS = ("lambda_l2", "lambda_l1", "lambda_lpips", "lambda_ssim", "lambda_gan")
 AUTO_FLAG = Annotated[Union[Flag(), Literal["auto"]], Allowed('true, false or "auto"')]
 TIMESTEP = "an integer in [0, 999] (the scheduler's 1000 training timesteps: 0..999)"
 ROUNDS_OFF = "an integer >= 0 (0 = off)"

@@ -25,13 +25,13 @@ from rich.table import Table
 
 from hypir_core import checkpoint as ckpt
 from hypir_core import faults
+from hypir_core.config import shown as override_text
 from hypir_core.errors import ConfigError
 from hypir_core.preflight import preflight
 from hypir_core.quiet import VERBOSE_ENV
 from hypir_sweep.analysis import STATUS_ORDER, load_sweep
 from hypir_sweep.dashboard import print_dashboard_command
 from hypir_sweep.resources import check_fits, check_gpus, cluster_nodes, local_node
-from hypir_sweep.resume import check_snapshot, settle_trial_folders
 from hypir_sweep.spec import SPEC_COPY, SpecError, SweepSpec, load_spec, spec_copy
 from hypir_sweep.trial import EXPLOITED, TRIAL_CONFIG, sweep_trainable, trial_dirname, trial_name
 
@@ -184,7 +184,8 @@ def dry_run(spec_path: str) -> int:
 
     spec = load_spec(spec_path)
     console.print(f"[bold]Sweep '{spec.name}'[/bold] from {spec.source}: base config {spec.base_config}"
-                  + (f" with {', '.join(spec.overrides)}" if spec.overrides else ""))
+                  + (f" with {', '.join(f'{k}={override_text(v)}' for k, v in spec.overrides.items())}" if spec.overrides
+                     else ""))
     table = Table(title="Search space")
     for column in ("key", "distribution"):
         table.add_column(column)
@@ -291,6 +292,8 @@ def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, 
     if resume:
         _check_unchanged(spec)
         if not spec.remote_storage:
+            from hypir_sweep.resume import check_snapshot
+
             for warning in check_snapshot(experiment):  # Ray would start a damaged sweep over without a word
                 console.print(f"[yellow]{escape(warning)}[/yellow]")
     if not resume and exists:
@@ -431,6 +434,8 @@ def _restored_tuner(spec: SweepSpec, experiment: str):
     console.print(f"Resuming sweep '{spec.name}' from {experiment}")
     if not spec.scheduler.population_based and not spec.remote_storage:
         import optuna
+
+        from hypir_sweep.resume import settle_trial_folders
 
         try:
             study = optuna.load_study(study_name=spec.name, storage=spec.optuna_storage)

@@ -24,9 +24,9 @@ from typing import Any
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import Stopper
 
+from hypir_sweep.trial import ENDING, ROUND  # noqa: F401 (ROUND re-exported: the schedulers' time axis)
+
 logger = logging.getLogger("hypir_sweep")
-ROUND = "round"  # the time axis every scheduler and the sampler use: validation rounds of the trial
-ENDING = "trial_ending"  # result key of the last report of a trial that ended short of its budget
 RAY_TRIAL_ATTR = "ray_trial_id"
 ROUND_VALUES_ATTR = "round_values"  # Pareto sweeps: the scheduler's metric per round (the study holds no curve)
 ERROR, ORPHANED = "error", "orphaned by an interrupted sweep"  # FAIL endings that --resume runs again / replaces

@@ -34,9 +34,10 @@ from hypir_core.errors import ConfigError
 from hypir_core.quiet import verbose
 from hypir_core.reporting import JsonSummaryReporter
 from hypir_sweep.dashboard import swanlog_dir
-from hypir_sweep.search import ENDING, ROUND
 from hypir_sweep.spec import SweepSpec
 
+ROUND = "round"  # the time axis every scheduler and the sampler use: validation rounds of the trial
+ENDING = "trial_ending"  # result key of the last report of a trial that ended short of its budget
 TRIAL_CONFIG = "config.yaml"
 SUMMARY = "summary.json"
 ROUND_FILE = "hypir_round.json"  # written into each reported checkpoint: the step and round it holds
