@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import yaml
 
@@ -26,11 +26,10 @@ DATASET_TARGETS = {
     "HYPIR.dataset.paired.PairedParquetDataset": "paired_list",
     "PairedListDataset": "paired_list",
     "AIOFolderDataset": "aio_folder",
+    "HYPIR.dataset.realesrgan.RealESRGANDataset": "realesrgan",  # HQ images, degraded on the fly
+    "RealESRGANDataset": "realesrgan",
 }
 IDENTITY_TRANSFORM_TARGETS = ("HYPIR.dataset.batch_transform.IdentityBatchTransform", "IdentityBatchTransform")
-# HYPIR's on-the-fly degradation pipeline: recognised, refused until supported.
-UNSUPPORTED_TARGETS = ("HYPIR.dataset.realesrgan.RealESRGANDataset",
-                       "HYPIR.dataset.batch_transform.RealESRGANBatchTransform")
 DEGRADATION_TYPES = ["Blur", "Haze", "Lowlight", "Rain", "Snow"]
 DEFAULT_LORA_MODULES = ["to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_shortcut",
                         "conv_out", "proj_in", "proj_out", "ff.net.2", "ff.net.0.proj"]
@@ -230,14 +229,9 @@ class IdentityTransformParams:
 
 @dataclass(frozen=True, kw_only=True)
 class BatchTransformConfig:
+    kind: ClassVar[str] = "identity"
     target: str = _f(_choice(IDENTITY_TRANSFORM_TARGETS), IDENTITY_TRANSFORM_TARGETS[0])
     params: IdentityTransformParams = _section(IdentityTransformParams)
-
-
-def _unsupported(ctx: _Ctx, key: str, target: str) -> NoReturn:
-    _raise(f"'{key}' in {ctx.where(key)} is '{target}', whose on-the-fly degradation is not supported yet; "
-           f"use a paired list (target {next(iter(DATASET_TARGETS))} with a .parquet or .csv file_list) "
-           f"or an AIO folder (target AIOFolderDataset).")
 
 
 def _check_dataset(v, ctx: _Ctx, key: str) -> DatasetConfig:
@@ -250,13 +244,11 @@ def _check_dataset(v, ctx: _Ctx, key: str) -> DatasetConfig:
     target = v["target"]
     if not isinstance(target, str):
         ctx.fail(key + ".target", "a dataset name string such as " + next(iter(DATASET_TARGETS)), target)
-    if target in UNSUPPORTED_TARGETS:
-        _unsupported(ctx, key + ".target", target)
     if target not in DATASET_TARGETS:
         _raise(f"'{key}.target' in {ctx.where(key + '.target')} must be one of the known dataset names "
                f"{', '.join(DATASET_TARGETS)}, got {show_value(target)}; class paths are never imported.")
     kind = DATASET_TARGETS[target]
-    params_cls = PairedListParams if kind == "paired_list" else AIOFolderParams
+    params_cls = {"paired_list": PairedListParams, "aio_folder": AIOFolderParams, "realesrgan": RealESRGANParams}[kind]
     params = _build(params_cls, v.get("params") or {}, key + ".params.", ctx)
     return DatasetConfig(target=target, kind=kind, params=params)
 
@@ -265,10 +257,218 @@ _DATASET_ALLOWED = "a mapping with 'target' (e.g. HYPIR.dataset.paired.PairedPar
 _check_dataset.allowed = _DATASET_ALLOWED
 
 
-def _check_transform(v, ctx: _Ctx, key: str) -> BatchTransformConfig:
-    if isinstance(v, dict) and v.get("target") in UNSUPPORTED_TARGETS:
-        _unsupported(ctx, key + ".target", v["target"])
+def _check_transform(v, ctx: _Ctx, key: str) -> BatchTransformConfig | RealESRGANTransformConfig:
+    if isinstance(v, dict) and v.get("target") in REALESRGAN_TRANSFORM_TARGETS:
+        return _build(RealESRGANTransformConfig, v, key + ".", ctx)
     return _build(BatchTransformConfig, {} if v is None else v, key + ".", ctx)
+
+
+# ---- upstream HYPIR's HQ-only data (configs/sd2_train.yaml): RealESRGANDataset + RealESRGANBatchTransform ----
+# HQ images read from a file list (hypir_core.hq_data) and degraded on the device by Real-ESRGAN's model
+# (hypir_core.degradation). Defaults are upstream's sd2_train.yaml values. Every range is [low, high]; one end
+# is reachable as an override with its index, e.g. data_config.train.batch_transform.params.noise_range.1=20.
+REALESRGAN_TRANSFORM_TARGETS = ("HYPIR.dataset.batch_transform.RealESRGANBatchTransform", "RealESRGANBatchTransform")
+FILE_BACKEND_TARGETS = ("HYPIR.dataset.file_backend.HardDiskBackend", "HardDiskBackend")
+KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
+
+
+def _number_list(length: int, allowed: str, ok: Callable[[list[float]], bool]):
+    def convert(v):
+        numbers = [_to_float(x) for x in v]
+        if not ok(numbers):
+            raise _Bad
+        return numbers
+    return _checker(allowed, lambda v: isinstance(v, list) and len(v) == length, convert)
+
+
+def _span(lo: float, hi: float | None = None, lo_open: bool = False, what: str = "numbers"):
+    """A [low, high] list with low <= high inside the given bounds."""
+    bounds = f"{'>' if lo_open else '>='} {lo}" if hi is None else f"in {'(' if lo_open else '['}{lo}, {hi}]"
+    return _number_list(2, f"a list [low, high] of {what} {bounds} with low <= high",
+                        lambda v: v[0] <= v[1] and (v[0] > lo if lo_open else v[0] >= lo) and (hi is None or v[1] <= hi))
+
+
+_PROB = _float(0, 1)
+_KERNEL_SIZE = _checker("an odd integer >= 3 (kernel sizes 7, 9, ... up to it are drawn)",
+                        lambda v: _is_int(v) and v >= 3 and v % 2 == 1)
+_KERNEL_LIST = _checker("a non-empty list of kernel types from " + ", ".join(KERNEL_TYPES),
+                        lambda v: isinstance(v, list) and bool(v) and all(k in KERNEL_TYPES for k in v), list)
+_WEIGHTS = _checker("a list of numbers >= 0, not all 0 (one weight per kernel_list entry)",
+                    lambda v: isinstance(v, list) and bool(v), lambda v: _nonzero([_to_float(x, 0) for x in v]))
+_DIRECTIONS = _number_list(3, "a list of 3 weights >= 0 [up, down, keep], not all 0",
+                           lambda v: min(v) >= 0 and sum(v) > 0)
+_SCALES = _number_list(2, "a list [low, high] with 0 < low <= 1 <= high (down- and up-scaling factors)",
+                       lambda v: 0 < v[0] <= 1 <= v[1])
+_SIGMA, _BETA = _span(0, lo_open=True, what="blur sigmas"), _span(0, lo_open=True, what="shape betas")
+_NOISE, _POISSON = _span(0, what="noise sigmas (0-255 scale)"), _span(0, what="Poisson scales")
+_JPEG = _span(1, 100, what="JPEG qualities")
+_STAGE2_SCALE = _checker("a number >= 1 or a list [low, high] with 1 <= low <= high",
+                         lambda v: True, lambda v: _stage2_scale(v))
+_HQ_FILE_LIST = _checker("a path ending in .parquet, .txt or .list (the HQ image list)",
+                         lambda v: isinstance(v, str) and v.lower().endswith((".parquet", ".txt", ".list")))
+
+
+def _nonzero(weights: list[float]) -> list[float]:
+    if sum(weights) <= 0:
+        raise _Bad
+    return weights
+
+
+def _stage2_scale(v):
+    if isinstance(v, list):
+        scales = [_to_float(x, 1) for x in v]
+        if len(scales) != 2 or scales[0] > scales[1]:
+            raise _Bad
+        return scales
+    return _to_float(v, 1)
+
+
+def _fixed(*values):
+    return lambda: list(values)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HQFileMeta:
+    file_list: str = _f(_HQ_FILE_LIST)
+    image_path_prefix: str = _f(_str(empty_ok=True), "")  # joined before each listed path
+    image_path_key: str = _f(_str(), "image_path")  # parquet column of the paths
+    prompt_key: str = _f(_str(), "prompt")  # parquet column of the prompts; "none" = empty prompts
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileBackendConfig:
+    target: str = _f(_choice(FILE_BACKEND_TARGETS, " (files on a local or mounted disk; other backends are not "
+                                                   "supported)"), FILE_BACKEND_TARGETS[0])
+
+
+@dataclass(frozen=True, kw_only=True)
+class BlurKernelSettings:
+    """The per-image kernels of both stages and the final sinc (the dataset draws them)."""
+
+    blur_kernel_size: int = _f(_KERNEL_SIZE, 21)
+    kernel_list: list[str] = _f(_KERNEL_LIST, factory=lambda: list(KERNEL_TYPES))
+    kernel_prob: list[float] = _f(_WEIGHTS, factory=_fixed(0.45, 0.25, 0.12, 0.03, 0.12, 0.03))
+    sinc_prob: float = _f(_PROB, 0.1)
+    blur_sigma: list[float] = _f(_SIGMA, factory=_fixed(0.2, 3.0))
+    betag_range: list[float] = _f(_BETA, factory=_fixed(0.5, 4.0))
+    betap_range: list[float] = _f(_BETA, factory=_fixed(1.0, 2.0))
+    blur_kernel_size2: int = _f(_KERNEL_SIZE, 21)
+    kernel_list2: list[str] = _f(_KERNEL_LIST, factory=lambda: list(KERNEL_TYPES))
+    kernel_prob2: list[float] = _f(_WEIGHTS, factory=_fixed(0.45, 0.25, 0.12, 0.03, 0.12, 0.03))
+    sinc_prob2: float = _f(_PROB, 0.1)
+    blur_sigma2: list[float] = _f(_SIGMA, factory=_fixed(0.2, 1.5))
+    betag_range2: list[float] = _f(_BETA, factory=_fixed(0.5, 4.0))
+    betap_range2: list[float] = _f(_BETA, factory=_fixed(1.0, 2.0))
+    final_sinc_prob: float = _f(_PROB, 0.8)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RealESRGANParams(BlurKernelSettings):
+    file_meta: HQFileMeta = _section(HQFileMeta, required=True)
+    file_backend_cfg: FileBackendConfig = _section(FileBackendConfig)
+    out_size: int = _f(_OUT_SIZE, 512)
+    crop_type: str = _f(_CROP, "none")
+    use_hflip: bool = _f(_BOOL, True)
+    use_rot: bool = _f(_BOOL, False)
+    p_empty_prompt: float = _f(_PROB, 0.0)
+    return_file_name: bool = _f(_BOOL, False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DegradationSettings:
+    """The batch-level degradation of both stages (the batch transform applies it on the device)."""
+
+    use_sharpener: bool = _f(_BOOL, True)
+    resize_prob: list[float] = _f(_DIRECTIONS, factory=_fixed(0.2, 0.7, 0.1))
+    resize_range: list[float] = _f(_SCALES, factory=_fixed(0.15, 1.5))
+    gaussian_noise_prob: float = _f(_PROB, 0.5)
+    noise_range: list[float] = _f(_NOISE, factory=_fixed(1.0, 30.0))
+    poisson_scale_range: list[float] = _f(_POISSON, factory=_fixed(0.05, 3.0))
+    gray_noise_prob: float = _f(_PROB, 0.4)
+    jpeg_range: list[float] = _f(_JPEG, factory=_fixed(30.0, 95.0))
+    stage2_scale: float | list[float] = _f(_STAGE2_SCALE, 4.0)
+    second_blur_prob: float = _f(_PROB, 0.8)
+    resize_prob2: list[float] = _f(_DIRECTIONS, factory=_fixed(0.3, 0.4, 0.3))
+    resize_range2: list[float] = _f(_SCALES, factory=_fixed(0.3, 1.2))
+    gaussian_noise_prob2: float = _f(_PROB, 0.5)
+    noise_range2: list[float] = _f(_NOISE, factory=_fixed(1.0, 25.0))
+    poisson_scale_range2: list[float] = _f(_POISSON, factory=_fixed(0.05, 2.5))
+    gray_noise_prob2: float = _f(_PROB, 0.4)
+    jpeg_range2: list[float] = _f(_JPEG, factory=_fixed(30.0, 95.0))
+    resize_back: bool = _f(_BOOL, True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RealESRGANTransformParams(DegradationSettings):
+    hq_key: str = _f(_choice(("hq",), " (what RealESRGANDataset returns)"), "hq")
+    extra_keys: list[str] = _f(_checker("[txt] (the prompt, passed through)", lambda v: v == ["txt"], list),
+                               factory=lambda: ["txt"])
+    queue_size: int = _f(_int(0, allowed="an integer >= 0 (0 = no pair pool)"), 256)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RealESRGANTransformConfig:
+    kind: ClassVar[str] = "realesrgan"
+    target: str = _f(_choice(REALESRGAN_TRANSFORM_TARGETS), REALESRGAN_TRANSFORM_TARGETS[0])
+    params: RealESRGANTransformParams = _section(RealESRGANTransformParams)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ValDegradation(BlurKernelSettings, DegradationSettings):
+    """The degradation that synthesises an HQ-only validation set (the pool plays no part there)."""
+
+
+def _check_val_degradation(v, ctx: _Ctx, key: str):
+    if v is None or v == "train":
+        return v
+    if not isinstance(v, dict):
+        ctx.fail(key, _check_val_degradation.allowed, v)
+    return _build(ValDegradation, v, key + ".", ctx)
+
+
+_check_val_degradation.allowed = ('"train" (the training data\'s settings), a mapping of degradation settings '
+                                  '(those of RealESRGANDataset and RealESRGANBatchTransform) or null')
+
+
+def _check_realesrgan(cfg: Config, source: str) -> Config:
+    """Rules across keys of the HQ-only path; resolves data_config.val.degradation "train" into its settings."""
+    train, val = cfg.data_config.train, cfg.data_config.val
+    hq_data, degrading = train.dataset.kind == "realesrgan", train.batch_transform.kind == "realesrgan"
+    where = "'data_config.train.batch_transform.target' in " + source
+    if hq_data and not degrading:
+        _raise(f"{where} must be {REALESRGAN_TRANSFORM_TARGETS[0]} with the RealESRGANDataset (its HQ images "
+               f"are degraded by that transform), got {train.batch_transform.target}.")
+    if degrading and not hq_data:
+        _raise(f"{where} is {train.batch_transform.target}, which degrades HQ images: use it with the dataset "
+               f"HYPIR.dataset.realesrgan.RealESRGANDataset, or IdentityBatchTransform with paired data.")
+    if hq_data:
+        params = train.dataset.params
+        for suffix in ("", "2"):
+            kinds, weights = getattr(params, "kernel_list" + suffix), getattr(params, "kernel_prob" + suffix)
+            if len(kinds) != len(weights):
+                _raise(f"'data_config.train.dataset.params.kernel_prob{suffix}' in {source} has {len(weights)} "
+                       f"weights for the {len(kinds)} types of kernel_list{suffix}; give one weight per type.")
+        queue = train.batch_transform.params.queue_size
+        if 0 < queue < train.batch_size:  # a full pool hands out a whole batch of its pairs
+            _raise(f"'data_config.train.batch_transform.params.queue_size' in {source} is {queue}, smaller than "
+                   f"data_config.train.batch_size {train.batch_size}; use 0 (no pool) or at least {train.batch_size}.")
+    if val.hq_dir is not None and val.val_dir is not None:
+        _raise(f"'data_config.val' in {source} sets both val_dir (LQ/GT pairs) and hq_dir (HQ images degraded "
+               f"once); keep one of them.")
+    if val.hq_dir is None:
+        if val.degradation is not None:
+            _raise(f"'data_config.val.degradation' in {source} degrades HQ validation images, but "
+                   f"data_config.val.hq_dir is not set; set it, or remove degradation.")
+        return cfg
+    if val.degradation in (None, "train"):
+        if not hq_data:
+            _raise(f"'data_config.val.degradation' in {source} is the training data's, but the training data is "
+                   f"not degraded on the fly; give data_config.val.degradation a mapping of settings.")
+        settings = {f.name: getattr(params, f.name) for f in fields(BlurKernelSettings)}
+        settings.update({f.name: getattr(train.batch_transform.params, f.name) for f in fields(DegradationSettings)})
+        val = replace(val, degradation=ValDegradation(**settings))
+        cfg = replace(cfg, data_config=replace(cfg.data_config, val=val))
+    return cfg
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -289,6 +489,10 @@ class ValDataConfig:
     prompt: str = _f(_str(empty_ok=True), "high quality, sharp details")  # the users' trainer's validation prompt
     resize: int | str = _f(_RESIZE, 512)
     quantize: bool = _f(_BOOL, True)
+    # HQ-only validation: LQ synthesised once from hq_dir's images (hypir_core.hq_data); see the RealESRGAN block.
+    hq_dir: str | None = _f(_str(optional=True, allowed="a folder of HQ images (or demo://hq/val) or null"), None)
+    degradation: ValDegradation | str | None = field(default=None, metadata={"check": _check_val_degradation})
+    degradation_seed: int = _f(_int(0, 2**32 - 1), 0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -343,7 +547,7 @@ class Config:
     loss_read_steps: int = _f(_int(1), 10)  # the host reads the step losses every N steps (hypir_core/steplog.py)
     max_grad_norm: float = _f(_float(0, lo_open=True), 1.0)
     logging_dir: str = _f(_str(), "logs")
-    report_to: str = _f(_choice(("swanlab", "none")), "swanlab")
+    report_to: str = _f(_choice(("swanlab", "tensorboard", "none")), "swanlab")
     swanlab_project: str = _f(_str(), "HYPIR-training")
     swanlab_mode: str = _f(_choice(SWANLAB_MODES), "auto")
     checkpointing_steps: int = _f(_int(1), 500)
@@ -401,6 +605,16 @@ def _apply_override(raw: dict, text: str, source: str) -> str:
     *parents, last = key.split(".")
     node = raw
     for i, part in enumerate(parents):
+        if isinstance(node.get(part), list) and i == len(parents) - 1 and last.isdigit():
+            # One element of a list, e.g. the upper end of a range: noise_range.1=20.
+            if int(last) >= len(node[part]):
+                _raise(f"Override '{text}' for {source} sets element {last} of '{'.'.join(parents)}', which has "
+                       f"{len(node[part])} elements (numbered from 0).")
+            node[part][int(last)] = value
+            return key
+        if node.get(part) is None and i == len(parents) - 1 and last.isdigit():
+            _raise(f"Override '{text}' for {source} sets element {last} of '{'.'.join(parents)}', which the config "
+                   f"does not set; write the whole list there, or override it whole ({'.'.join(parents)}=[...]).")
         if node.get(part) is None:
             node[part] = {}
         node = node[part]
@@ -427,6 +641,7 @@ def config_from_dict(d: dict, source: str = "<dict>", name: str = "config", over
         _raise(f"All loss weights are 0 in {source} ({', '.join(LOSS_WEIGHTS)}), so the generator would learn "
                f"nothing; set at least one of them above 0.")
     _check_schedule_values(cfg, raw, source)
+    cfg = _check_realesrgan(cfg, source)
     return replace(cfg, name=name, source=source,
                    coeff_t=cfg.model_t if cfg.coeff_t is None else cfg.coeff_t,
                    output_dir=f"results/{name}" if cfg.output_dir is None else cfg.output_dir)
