@@ -29,7 +29,7 @@ from hypir_core.errors import ConfigError, DataError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_DEGRADATION_TYPES = ("Blur", "Haze", "Lowlight", "Rain", "Snow")
 CROP_TYPES = ("none", "center", "random")
-DATASET_KINDS = ("paired_list", "aio_folder")
+DATASET_KINDS = ("paired_list", "aio_folder", "realesrgan")
 _MISSING = object()
 log = logging.getLogger(__name__)
 
@@ -269,6 +269,10 @@ def build_train_dataset(train_cfg: Any, skip_bad_images: bool = False) -> Datase
         return PairedListDataset(params, skip_bad_images)
     if kind == "aio_folder":
         return AIOFolderDataset(params, skip_bad_images)
+    if kind == "realesrgan":
+        from hypir_core.hq_data import RealESRGANDataset
+
+        return RealESRGANDataset(params, skip_bad_images)
     raise ConfigError(f"data_config.train.dataset kind is '{kind}'; use one of {DATASET_KINDS}.")
 
 
@@ -327,8 +331,20 @@ class ValPair:
     gt_path: str
 
 
+def has_validation(val_cfg: Any) -> bool:
+    """Whether the config names a validation set (val_dir, or hq_dir for one synthesised from HQ images)."""
+    return _get(val_cfg, "val_dir", None) is not None or _get(val_cfg, "hq_dir", None) is not None
+
+
 def scan_val_set(val_cfg: Any) -> list[ValPair]:
-    """The validation pairs under val_cfg.val_dir/<type>/{LQ,GT}, first N sorted names per type, sizes checked."""
+    """The validation pairs under val_cfg.val_dir/<type>/{LQ,GT}, first N sorted names per type, sizes checked.
+
+    With val_cfg.hq_dir instead, the pairs of the set synthesised once from those HQ images (hypir_core.hq_val).
+    """
+    if _get(val_cfg, "hq_dir", None) is not None:
+        from hypir_core.hq_val import synthesised_val_set
+
+        return synthesised_val_set(val_cfg)
     val_dir = _get(val_cfg, "val_dir", None)
     if val_dir is None:
         raise DataError(
