@@ -1,11 +1,12 @@
 """Embedded demo assets: a tiny SD2-format model and a small all-in-one restoration dataset.
 
 `resolve_path("demo://tiny-sd2")`, `resolve_path("demo://aio/train")` and `resolve_path("demo://aio/val")`
-build these once into a cache folder (env HYPIR_SWEEP_CACHE, default ~/.cache/hypir-sweep) from
+(and the HQ-only views of the dataset, `demo://hq/train.list` and `demo://hq/val`) build these once into a cache folder (env HYPIR_SWEEP_CACHE, default ~/.cache/hypir-sweep) from
 the photos scikit-image ships, with no downloads, seeded so every build gives the same files.
 
 Cache layout (DEMO_VERSION is bumped whenever the build recipe changes):
     <cache>/demo-v1/aio/{train,val}/<Blur|Haze|Lowlight|Rain|Snow>/{LQ,GT}/<name>.png
+    <cache>/demo-v1/hq/{train.list, val/<type>_<name>.png}  (the AIO GT images as HQ-only data)
     <cache>/demo-v1/tiny-sd2/{model_index.json, demo_info.json, unet, vae, text_encoder, tokenizer, scheduler}
 """
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     import torch
 
 DEMO_VERSION = "demo-v1"
-DEMO_PATHS = ("demo://tiny-sd2", "demo://aio/train", "demo://aio/val")
+DEMO_PATHS = ("demo://tiny-sd2", "demo://aio/train", "demo://aio/val", "demo://hq/train.list", "demo://hq/val")
 DEGRADATION_TYPES = ("Blur", "Haze", "Lowlight", "Rain", "Snow")
 # (photo, (left, right) fraction of its width): val regions are never seen by the VAE or the trainer.
 TRAIN_PHOTOS = (("astronaut", (0, 1)), ("rocket", (0, 1)), ("camera", (0, 1)), ("coins", (0, 1)),
@@ -57,6 +58,10 @@ def resolve_path(p: str) -> str:
     root = cache_root()
     if p in ("demo://aio/train", "demo://aio/val"):
         return str(_ensure_built(root / "aio", "dataset", 5, build_demo_dataset) / p.rsplit("/", 1)[1])
+    if p in ("demo://hq/train.list", "demo://hq/val"):
+        aio = _ensure_built(root / "aio", "dataset", 5, build_demo_dataset)
+        return str(_ensure_built(root / "hq", "HQ image list", 1, lambda dest: build_hq_lists(dest, aio))
+                   / p.rsplit("/", 1)[1])
     if p == "demo://tiny-sd2":
         aio = _ensure_built(root / "aio", "dataset", 5, build_demo_dataset)
         return str(_ensure_built(root / "tiny-sd2", "model", 60, lambda dest: build_tiny_sd2(dest, aio)))
@@ -229,6 +234,16 @@ def build_demo_dataset(dest: Path, seed: int = SEED) -> None:
                 file_name = f"{index:03d}_{name}.png"
                 Image.fromarray(gt).save(gt_dir / file_name)
                 Image.fromarray(np.round(np.clip(lq, 0, 1) * 255).astype(np.uint8)).save(lq_dir / file_name)
+
+
+def build_hq_lists(dest: Path, aio_root: Path) -> None:
+    """The demo AIO set's GT images as HQ-only data: dest/train.list (paths relative to it) and dest/val/."""
+    train = sorted((aio_root / "train").glob("*/GT/*.png"))
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "train.list").write_text("".join(f"../aio/{p.relative_to(aio_root).as_posix()}\n" for p in train))
+    (dest / "val").mkdir()
+    for path in sorted((aio_root / "val").glob("*/GT/*.png")):
+        shutil.copyfile(path, dest / "val" / f"{path.parent.parent.name}_{path.name}")
 
 
 def _load_folder_images(split_dir: Path, pattern: str = "*/*/*.png") -> torch.Tensor:

@@ -412,7 +412,8 @@ def make_tracker(
 ) -> Tracker:
     """Start a tracker for one training run.
 
-    report_to "none" gives a NullTracker; "swanlab" a SwanLab run named
+    report_to "none" gives a NullTracker; "tensorboard" event files under `logdir`
+    (hypir_core.tensorboard_tracker); "swanlab" a SwanLab run named
     `experiment_name` in `project` (and `group`, `tags`) in SwanLab `mode` (the
     config's swanlab_mode, see `detect_swanlab_mode`): cloud, or under `logdir` in
     local or offline mode. Runs of several processes may share one `logdir`. If
@@ -421,8 +422,12 @@ def make_tracker(
     """
     if report_to == "none":
         return NullTracker()
+    if report_to == "tensorboard":
+        from hypir_core.tensorboard_tracker import start_tensorboard
+
+        return start_tensorboard(logdir, experiment_name, config)
     if report_to != "swanlab":
-        raise ConfigError(f"report_to: {report_to!r} is not supported; use 'swanlab' or 'none'.")
+        raise ConfigError(f"report_to: {report_to!r} is not supported; use 'swanlab', 'tensorboard' or 'none'.")
     secrets = _secret_values(config)
     if os.environ.get("SWANLAB_API_KEY"):
         secrets.add(os.environ["SWANLAB_API_KEY"])

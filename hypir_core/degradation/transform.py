@@ -44,3 +44,11 @@ class RealESRGANBatchTransform:
     def load_state_dict(self, state: dict) -> None:
         """Restore the pool saved by `state_dict`, onto this transform's device."""
         self.pool.load_state_dict(state["pool"], self.device)
+
+
+def build_batch_transform(train_cfg, seed: int, device: torch.device | str) -> RealESRGANBatchTransform | None:
+    """The batch transform that ``data_config.train.batch_transform`` names; None for the identity (paired data)."""
+    transform = train_cfg.batch_transform
+    if getattr(transform, "kind", "identity") != "realesrgan":
+        return None
+    return RealESRGANBatchTransform(transform.params, seed, device)
