@@ -284,8 +284,9 @@ def _number_list(length: int, allowed: str, ok: Callable[[list[float]], bool]):
 def _span(lo: float, hi: float | None = None, lo_open: bool = False, what: str = "numbers"):
     """A [low, high] list with low <= high inside the given bounds."""
     bounds = f"{'>' if lo_open else '>='} {lo}" if hi is None else f"in {'(' if lo_open else '['}{lo}, {hi}]"
-    return _number_list(2, f"a list [low, high] of {what} {bounds} with low <= high",
-                        lambda v: v[0] <= v[1] and (v[0] > lo if lo_open else v[0] >= lo) and (hi is None or v[1] <= hi))
+    def ok(v):
+        return v[0] <= v[1] and (v[0] > lo if lo_open else v[0] >= lo) and (hi is None or v[1] <= hi)
+    return _number_list(2, f"a list [low, high] of {what} {bounds} with low <= high", ok)
 
 
 _PROB = _float(0, 1)

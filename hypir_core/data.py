@@ -1,11 +1,12 @@
 """Paired LQ/GT image data: training datasets (paired list, all-in-one folders) and the validation scan.
 
 Config objects are read by attribute (or key) only, so any small object with these fields works:
-    train_cfg.dataset.kind: "paired_list" | "aio_folder"
+    train_cfg.dataset.kind: "paired_list" | "aio_folder" | "realesrgan" (HQ images only: hypir_core.hq_data)
     train_cfg.dataset.params (paired_list): file_meta.{file_list, lq_key, gt_key, prompt_key}, out_size,
         crop_type ("none" | "center" | "random"), use_hflip, use_rot, return_file_name
     train_cfg.dataset.params (aio_folder): root, degradation_types, prompt, out_size, crop_type, use_hflip, use_rot
-    val_cfg: val_dir, degradation_types, num_samples_per_type (None = all)
+    val_cfg: val_dir, degradation_types, num_samples_per_type (None = all); or hq_dir and degradation
+        (a set synthesised once from HQ images: hypir_core.hq_val)
 Paths may be "demo://..." (see hypir_core.demo).
 """
 

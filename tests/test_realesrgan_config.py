@@ -101,3 +101,12 @@ def test_hq_validation_takes_the_training_degradation_unless_given_its_own():
     assert own.data_config.val.degradation.jpeg_range == [30, 95]  # the rest: upstream's defaults
     assert "keep one of them" in error_of(["data_config.val.hq_dir=/a", "data_config.val.val_dir=/b"])
     assert "data_config.val.hq_dir is not set" in error_of(["data_config.val.degradation=train"])
+
+
+def test_tiny_hq_config_round_trips_with_its_validation_settings():
+    cfg = load_config(UPSTREAM.parent / "tiny_realesrgan.yaml", [TRANSFORM + "noise_range.1=5"])
+    val = cfg.data_config.val
+    assert val.hq_dir == "demo://hq/val" and val.degradation.stage2_scale == 2
+    # Its own mapping: a sweep over the training noise leaves the validation set as it is.
+    assert cfg.data_config.train.batch_transform.params.noise_range == [1, 5] and val.degradation.noise_range == [1, 30]
+    assert config_from_dict(config_to_dict(cfg), source=cfg.source, name=cfg.name) == cfg
