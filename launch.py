@@ -37,7 +37,8 @@ def main(argv=None) -> int:
         if not args.single:
             if args.overrides:
                 parser.error("a sweep takes no key=value overrides; put them under 'overrides:' in the spec")
-            from hypir_sweep.runner import dry_run as sweep_dry_run, run_sweep
+            from hypir_sweep.dry_run import dry_run as sweep_dry_run
+            from hypir_sweep.runner import run_sweep
 
             if args.dry_run:
                 return sweep_dry_run(args.spec)

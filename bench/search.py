@@ -108,7 +108,7 @@ def strategy(name: str, seed: int, work: str):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    from hypir_sweep.runner import make_scheduler, make_searcher, tune_space
+    from hypir_sweep.assembly import make_scheduler, make_searcher, tune_space
     from hypir_sweep.search import SweepSearch
 
     scheduler_spec = {"type": "fifo"} if name.endswith("_full") else ({"type": "hyperband", "reduction_factor": 2}
