@@ -289,6 +289,11 @@ class ValDataConfig:
     prompt: str = _f(_str(empty_ok=True), "high quality, sharp details")  # the users' trainer's validation prompt
     resize: int | str = _f(_RESIZE, 512)
     quantize: bool = _f(_BOOL, True)
+    # What HYPIR's inference does after the model (hypir_core/restoration.py); none = as the users' trainer validates.
+    color_fix: str = _f(_choice(("none", "wavelet")), "none")
+    tile_size: int | None = _f(_int(8, optional=True, allowed="an integer >= 8 (pixels) or null (= the whole image)"),
+                               None)
+    tile_stride: int = _f(_int(8), 256)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -427,6 +432,10 @@ def config_from_dict(d: dict, source: str = "<dict>", name: str = "config", over
         _raise(f"All loss weights are 0 in {source} ({', '.join(LOSS_WEIGHTS)}), so the generator would learn "
                f"nothing; set at least one of them above 0.")
     _check_schedule_values(cfg, raw, source)
+    val = cfg.data_config.val
+    if val.tile_size is not None and val.tile_stride > val.tile_size:
+        _raise(f"'data_config.val.tile_stride' in {source} is {val.tile_stride}, larger than tile_size {val.tile_size}, "
+               f"which leaves gaps between tiles; set it to at most {val.tile_size} (HYPIR: 512 / 256).")
     return replace(cfg, name=name, source=source,
                    coeff_t=cfg.model_t if cfg.coeff_t is None else cfg.coeff_t,
                    output_dir=f"results/{name}" if cfg.output_dir is None else cfg.output_dir)
