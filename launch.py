@@ -57,8 +57,6 @@ def restore_main(argv) -> int:
     given = 1 if args.config else 2
     if len(args.restore) != given:
         parser.error("--restore takes SOURCE INPUT, or only INPUT with --config and --weights")
-    if args.config and not args.weights and not args.config.endswith(("gradio.yaml", "gradio.yml")):
-        parser.error("--config needs --weights (the .pth file to restore with)")
 
     from hypir_core.errors import HypirError
     from hypir_core.restoration import RestoreSettings

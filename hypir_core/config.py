@@ -324,6 +324,8 @@ class Config:
     lora_modules: list[str] = _f(_str_list(allowed="a non-empty list of UNet module names"),
                                  factory=lambda: list(DEFAULT_LORA_MODULES))
     init_lora_from: str | None = _f(_str(optional=True), None)
+    # A fork checkpoint-N/ folder: LoRA, EMA and discriminator heads to start from (hypir_core/fork.py).
+    init_from_fork_checkpoint: str | None = _f(_str(optional=True, allowed="a fork checkpoint-N folder or null"), None)
     disc_backbone: str = _f(_choice(DISC_BACKBONES), DISC_BACKBONES[0])
     use_ema: bool = _f(_BOOL, True)
     ema_decay: float = _f(_float(0, 1, hi_open=True), 0.999)
@@ -432,6 +434,9 @@ def config_from_dict(d: dict, source: str = "<dict>", name: str = "config", over
         _raise(f"All loss weights are 0 in {source} ({', '.join(LOSS_WEIGHTS)}), so the generator would learn "
                f"nothing; set at least one of them above 0.")
     _check_schedule_values(cfg, raw, source)
+    if cfg.init_lora_from and cfg.init_from_fork_checkpoint:
+        _raise(f"{source} sets both init_lora_from and init_from_fork_checkpoint; keep one (the fork checkpoint "
+               f"also brings its EMA and discriminator heads).")
     val = cfg.data_config.val
     if val.tile_size is not None and val.tile_stride > val.tile_size:
         _raise(f"'data_config.val.tile_stride' in {source} is {val.tile_stride}, larger than tile_size {val.tile_size}, "
