@@ -55,8 +55,12 @@ class RestoreSettings:
     pad_mode: str = "constant"
     quantize: bool = True
 
-    def check(self, factor: int) -> None:
-        """Refuse settings this model cannot run (``factor``: the VAE's downscale factor), in one sentence."""
+    def check(self, factor: int, names: dict[str, str] | None = None) -> None:
+        """Refuse settings this model cannot run (``factor``: the VAE's downscale factor), in one sentence.
+
+        ``names`` renames settings in the message (validation's ``patch_size`` is data_config.val.tile_size).
+        """
+        names = {"patch_size": "patch_size", "stride": "stride", **(names or {})}
         choices = (("color_fix", COLOR_FIXES), ("posterior", POSTERIORS), ("scale_by", SCALE_BY),
                    ("pad_mode", PAD_MODES))
         for name, allowed in choices:
@@ -72,11 +76,12 @@ class RestoreSettings:
         for name in ("patch_size", "stride"):
             value = getattr(self, name)
             if value < factor or value % factor:
-                raise ConfigError(f"{name} is {value}; use a multiple of {factor} (this VAE's downscale factor), "
+                raise ConfigError(f"{names[name]} is {value}; use a multiple of {factor} (this VAE's downscale factor), "
                                   f"such as {max(factor, value // factor * factor)}.")
         if self.stride > self.patch_size:
-            raise ConfigError(f"stride {self.stride} is larger than patch_size {self.patch_size}, which would leave "
-                              f"gaps between tiles; use a stride of at most the patch size (HYPIR: 512 / 256).")
+            raise ConfigError(f"{names['stride']} {self.stride} is larger than {names['patch_size']} {self.patch_size}, "
+                              f"which would leave gaps between tiles; use a stride of at most the patch size "
+                              f"(HYPIR: 512 / 256).")
 
 
 def vae_factor(vae) -> int:

@@ -86,7 +86,8 @@ class Validator:
         self.batch_size = val_cfg.batch_size
         self.resize = val_cfg.resize
         self.settings = settings_for(val_cfg)
-        self.settings.check(vae_factor(generator.vae))
+        self.settings.check(vae_factor(generator.vae), {"patch_size": "data_config.val.tile_size",
+                                                         "stride": "data_config.val.tile_stride"})
         self.pairs = scan_val_set(val_cfg) if pairs is None else pairs
         self._check_fits(self.pairs)
         self.images = [self._load(pair) for pair in tqdm(self.pairs, desc="Caching validation set", leave=False)]

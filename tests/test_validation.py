@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from hypir_core.errors import ConfigError
 from hypir_core.metrics import QualityMetrics
 from hypir_core.models import OneStepGenerator, load_sd2
 from hypir_core.validation import Validator
@@ -71,7 +72,6 @@ def test_tile_keys_are_checked_with_the_key_named(tmp_path):
     from conftest import ROOT, tiny_overrides
 
     from hypir_core.config import load_config
-    from hypir_core.errors import ConfigError
 
     tiny = ROOT / "configs" / "tiny.yaml"
     cfg = load_config(tiny, tiny_overrides(tmp_path, **{"data_config.val.color_fix": "wavelet",
@@ -82,3 +82,8 @@ def test_tile_keys_are_checked_with_the_key_named(tmp_path):
         load_config(tiny, ["data_config.val.tile_size=64"])
     with pytest.raises(ConfigError, match="'data_config.val.color_fix' .* must be one of none, wavelet"):
         load_config(tiny, ["data_config.val.color_fix=yes"])
+
+
+def test_a_tile_size_the_vae_cannot_cut_names_the_key(validator):
+    with pytest.raises(ConfigError, match="data_config.val.tile_size is 30; use a multiple of 4 .* such as 28"):
+        _validator_with(validator, tile_size=30, tile_stride=16)
