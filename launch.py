@@ -65,7 +65,8 @@ def restore_main(argv) -> int:
     try:
         spec = model_from_source(None if args.config else args.restore[0], args.config, args.weights)
         settings = RestoreSettings(upscale=args.upscale, scale_by=args.scale_by,
-                                   target_longest_side=args.target_longest_side, patch_size=args.patch_size, stride=args.stride,
+                                   target_longest_side=args.target_longest_side, patch_size=args.patch_size,
+                                   stride=args.stride,
                                    posterior=args.posterior, color_fix=args.color_fix,
                                    pad_mode="constant" if args.pad == "zero" else "reflect")
         run = restore_images(spec, args.restore[-1], args.output, settings, prompt=args.prompt, txt_dir=args.txt_dir,

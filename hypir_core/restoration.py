@@ -76,12 +76,12 @@ class RestoreSettings:
         for name in ("patch_size", "stride"):
             value = getattr(self, name)
             if value < factor or value % factor:
-                raise ConfigError(f"{names[name]} is {value}; use a multiple of {factor} (this VAE's downscale factor), "
-                                  f"such as {max(factor, value // factor * factor)}.")
+                raise ConfigError(f"{names[name]} is {value}; use a multiple of {factor} (this VAE's downscale "
+                                  f"factor), such as {max(factor, value // factor * factor)}.")
         if self.stride > self.patch_size:
-            raise ConfigError(f"{names['stride']} {self.stride} is larger than {names['patch_size']} {self.patch_size}, "
-                              f"which would leave gaps between tiles; use a stride of at most the patch size "
-                              f"(HYPIR: 512 / 256).")
+            raise ConfigError(f"{names['stride']} {self.stride} is larger than {names['patch_size']} "
+                              f"{self.patch_size}, which would leave gaps between tiles; use a stride of at most the "
+                              f"patch size (HYPIR: 512 / 256).")
 
 
 def vae_factor(vae) -> int:

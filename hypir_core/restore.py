@@ -129,7 +129,7 @@ def check_weights(spec: ModelSpec) -> dict[str, torch.Tensor]:
 
 
 def load_generator(spec: ModelSpec, device: torch.device):
-    """The trained one-step generator on ``device``: base model, LoRA of the spec's shape, the weights loaded strictly."""
+    """The trained one-step generator on ``device``: base model, LoRA of the spec's shape, weights loaded strictly."""
     from hypir_core.models import OneStepGenerator, add_lora, load_lora_weights, load_sd2
 
     check_weights(spec)
@@ -150,7 +150,8 @@ def find_images(input_path: str) -> tuple[Path, list[Path]]:
     path = Path(input_path)
     if path.is_file():
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            raise DataError(f"Input '{path}' is not an image ({', '.join(IMAGE_EXTENSIONS)}); pass an image or a folder.")
+            raise DataError(f"Input '{path}' is not an image ({', '.join(IMAGE_EXTENSIONS)}); pass an image or a "
+                            f"folder.")
         return path.parent, [path]
     if not path.is_dir():
         raise DataError(f"Input '{path}' does not exist; pass a folder of images or one image file.")

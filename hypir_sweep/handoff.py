@@ -129,7 +129,8 @@ def write_handoff(config: dict, weights: str | None, best_config: str, out_dir: 
                      f"{os.path.basename(fork_path)})\n# what the fork drops or changes:\n")
         handle.write("".join(f"#   {w}\n" for w in warnings))
         yaml.safe_dump(fork, handle, sort_keys=False)
-    lines = [f"# Deploying trial {trial}", "", f"Weights (HYPIR format, the UNet's LoRA keys): `{weights or 'not kept'}`",
+    lines = [f"# Deploying trial {trial}", "",
+             f"Weights (HYPIR format, the UNet's LoRA keys): `{weights or 'not kept'}`",
              f"lora_rank {config['lora_rank']}, model_t {config['model_t']}, coeff_t {config['coeff_t']}, "
              f"lora_modules {','.join(config['lora_modules'])}: HYPIR's scripts must be given these; a wrong rank "
              f"fails loudly, a wrong model_t or coeff_t silently changes every output.", "", sentence, ""]
@@ -142,7 +143,7 @@ def write_handoff(config: dict, weights: str | None, best_config: str, out_dir: 
                   "coeff_t": config["coeff_t"], "lora_rank": config["lora_rank"],
                   "lora_modules": list(config["lora_modules"]), "weight_path": os.path.abspath(weights)}
         with open(os.path.join(out_dir, "sd2_gradio.yaml"), "w") as handle:
-            handle.write(f"# HYPIR's Gradio app (python app.py --config sd2_gradio.yaml) with trial {trial}'s weights\n")
+            handle.write(f"# HYPIR's Gradio app (python app.py --config sd2_gradio.yaml), trial {trial}'s weights\n")
             yaml.safe_dump(gradio, handle, sort_keys=False)
         lines += ["HYPIR's Gradio app: `python app.py --config sd2_gradio.yaml` (written beside this file).", ""]
     if str(config["base_model_path"]).startswith("demo://"):

@@ -180,9 +180,10 @@ def print_deployment(sweep: Sweep, winner, weights: str | None, config_path: str
     with open(config_path) as handle:
         config = yaml.safe_load(handle)
     warnings = handoff.write_handoff(config, weights, config_path, out_dir, sentence, winner.trial)
-    for line in (change, sentence, f"Deploy it: {os.path.join(out_dir, 'HANDOFF.md')} (the commands for our restore, "
-                 f"HYPIR's test.py and the fork's inference.py), sd2_gradio.yaml; the fork's trainer: fork_config.yaml, "
-                 f"which drops or changes:", *(f"  - {w}" for w in warnings)):
+    deploy = (f"Deploy it: {os.path.join(out_dir, 'HANDOFF.md')} (the commands for our restore, HYPIR's test.py and "
+              f"the fork's inference.py), sd2_gradio.yaml; the fork's trainer: fork_config.yaml, which drops or "
+              f"changes:")
+    for line in (change, sentence, deploy, *(f"  - {w}" for w in warnings)):
         console.print(line, soft_wrap=True)  # one line each, whatever the width: sentences to read and grep
     return f"<p>{change}</p><p>{sentence}</p>" + comparison.to_html(index=False, float_format=_fmt, na_rep="-")
 

@@ -138,7 +138,8 @@ def test_the_winner_under_both_colour_fix_settings_and_its_handoff(analysed):
     assert mine.loc["wavelet", "Final_Score"] == pytest.approx(last["val/color_fix/wavelet/Final_Score"], abs=1e-9)
     assert mine.loc["none", "Lowlight PSNR"] == pytest.approx(last["val/Lowlight/PSNR"], abs=1e-9)
     assert set(comparison[comparison["run"] == baseline.name]["colour fix"]) == {"none", "wavelet"}
-    assert "is first both without the colour fix" in stdout or "The winner would change with the wavelet colour fix" in stdout
+    assert ("is first both without the colour fix" in stdout
+            or "The winner would change with the wavelet colour fix" in stdout)
     handoff = (out / "HANDOFF.md").read_text()
     config = load_config(out / "best_config.yaml")
     for flag in (f"--lora_rank {config.lora_rank}", f"--model_t {config.model_t}", f"--coeff_t {config.coeff_t}",

@@ -1,4 +1,4 @@
-"""launch.py --restore on a freshly trained tiny run: it scores what validation scored, and bad input is one sentence."""
+"""launch.py --restore on a freshly trained tiny run: it scores what validation scored; bad input is one sentence."""
 
 from __future__ import annotations
 
