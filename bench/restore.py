@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from hypir_core.config import config_from_dict  # noqa: E402
 from hypir_core.demo import resolve_path  # noqa: E402
-from hypir_core.metrics import QualityMetrics, final_score  # noqa: E402
+from hypir_core.metrics import FINAL_SCORE, QualityMetrics, final_score  # noqa: E402
 from hypir_core.restoration import RestoreSettings  # noqa: E402
 from hypir_core.restore import ModelSpec, load_generator, restore_images  # noqa: E402
 from hypir_core.validation import Validator  # noqa: E402
@@ -88,7 +88,7 @@ def main() -> None:
             timings[name] = result.seconds_per_image
             if settings.patch_size is not None:
                 by_type = {r["type"]: r for r in result.per_type}
-                as_metrics = {"val/Final_Score": by_type["all"]["Final_Score"], "val/PSNR": by_type["all"]["PSNR"]}
+                as_metrics = {FINAL_SCORE: by_type["all"]["Final_Score"], "val/PSNR": by_type["all"]["PSNR"]}
                 for kind in TYPES:
                     for m in ("PSNR", "SSIM", "LPIPS"):
                         as_metrics[f"val/{kind}/{m}"] = by_type[kind][m]
