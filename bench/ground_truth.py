@@ -26,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from hypir_core.metrics import FINAL_SCORE  # noqa: E402
+
 # Three values per parameter of sweeps/quickstart.yaml: its bounds and a middle point (geometric for
 # the log-scaled ones), 81 configs in all.
 GRID = {
@@ -34,7 +36,7 @@ GRID = {
     "lambda_gan": [0.01, 0.1, 1.0],
     "lr_G": [1.0e-4, 5.5e-4, 3.0e-3],
 }
-METRICS = ("val/Final_Score", "val/PSNR", "val/SSIM", "val/LPIPS")
+METRICS = (FINAL_SCORE, "val/PSNR", "val/SSIM", "val/LPIPS")
 COLUMNS = ["config", *GRID, "round", "step", *METRICS, "seconds"]
 
 

@@ -34,8 +34,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from ground_truth import GRID, config_key  # noqa: E402
+from hypir_core.metrics import FINAL_SCORE  # noqa: E402
 
-METRIC = "val/Final_Score"
+METRIC = FINAL_SCORE
 BUDGET_FRACTIONS = (0.1, 0.25, 0.5)
 MAX_ROUNDS = 4
 WARM_START = {"lambda_l2": 2.0, "lambda_l1": 2.0, "lambda_gan": 0.1, "lr_G": 5.5e-4}  # tiny.yaml, nearest grid point
@@ -108,7 +109,7 @@ def strategy(name: str, seed: int, work: str):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    from hypir_sweep.runner import make_scheduler, make_searcher, tune_space
+    from hypir_sweep.assembly import make_scheduler, make_searcher, tune_space
     from hypir_sweep.search import SweepSearch
 
     scheduler_spec = {"type": "fifo"} if name.endswith("_full") else ({"type": "hyperband", "reduction_factor": 2}

@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hypir_core.data import read_image, scan_val_set  # noqa: E402
-from hypir_core.metrics import QualityMetrics, final_score  # noqa: E402
+from hypir_core.metrics import FINAL_SCORE, QualityMetrics, final_score  # noqa: E402
 from hypir_core.models import OneStepGenerator, load_sd2  # noqa: E402
 from hypir_core.validation import Validator  # noqa: E402
 
@@ -129,7 +129,7 @@ def main() -> None:
     ours, theirs = [], []
     scores = []
     for round_index in range(args.rounds):
-        t_ours, score_ours = _timed(lambda: validator.run().metrics["val/Final_Score"], device)
+        t_ours, score_ours = _timed(lambda: validator.run().metrics[FINAL_SCORE], device)
         ours.append(t_ours)
         scores.append(score_ours)
         line = f"round {round_index + 1}: ours {t_ours:.2f} s (Final_Score {score_ours:.4f})"

@@ -83,6 +83,8 @@ class Config:
     lora_modules: Texts(allowed="a non-empty list of UNet module names") = key(DEFAULT_LORA_MODULES,
                                                                                "UNet modules given LoRA")
     init_lora_from: Text(null="") = key(None, "start from HYPIR-format LoRA weights, e.g. the released HYPIR_sd2.pth")
+    init_from_fork_checkpoint: Text(null="") = key(None, "start from a fork checkpoint-N/ folder: its LoRA, EMA and "
+                                                         "discriminator heads (hypir_core/fork.py)")
     disc_backbone: Choice(*DISC_BACKBONES) = key(DISC_BACKBONES[0], "discriminator backbone: HYPIR's OpenCLIP "
                                                                     "ConvNeXt-XXLarge, timm ConvNeXts, tiny (CPU demo)")
     use_ema: Flag() = key(True, "validate and export an EMA of the LoRA weights")
@@ -223,6 +225,8 @@ def config_from_dict(d: dict, source: str = "<dict>", name: str = "config",
     cfg = validate(Config, raw, Source(source, {dotted: text for dotted, _, text in items}))
     check_loss_weights(cfg, source)
     check_schedule(cfg, raw, source)
+    check_starting_weights(cfg, source)
+    check_tiles(cfg.data_config.val, source)
     cfg = check_hq_only(cfg, source)
     return dataclasses.replace(cfg, name=name, source=source,
                                coeff_t=cfg.model_t if cfg.coeff_t is None else cfg.coeff_t,
@@ -252,6 +256,21 @@ def check_loss_weights(cfg: Config, source: str) -> None:
     if not any(getattr(cfg, k) > 0 for k in LOSS_WEIGHTS):
         Source(source).fail(f"All loss weights are 0 in {source} ({', '.join(LOSS_WEIGHTS)}), so the generator would "
                             f"learn nothing; set at least one of them above 0.")
+
+
+def check_starting_weights(cfg: Config, source: str) -> None:
+    """One place to start the LoRA from, not two."""
+    if cfg.init_lora_from and cfg.init_from_fork_checkpoint:
+        Source(source).fail(f"{source} sets both init_lora_from and init_from_fork_checkpoint; keep one (the fork "
+                            f"checkpoint also brings its EMA and discriminator heads).")
+
+
+def check_tiles(val, source: str) -> None:
+    """Validation tiles that overlap or touch: a stride above the tile size would leave gaps."""
+    if val.tile_size is not None and val.tile_stride > val.tile_size:
+        Source(source).fail(f"'data_config.val.tile_stride' in {source} is {val.tile_stride}, larger than tile_size "
+                            f"{val.tile_size}, which leaves gaps between tiles; set it to at most {val.tile_size} "
+                            f"(HYPIR: 512 / 256).")
 
 
 def check_schedule(cfg: Config, raw: dict, source: str) -> None:

@@ -181,6 +181,12 @@ class ValDataConfig:
         512, "validation size, or native (padded to the VAE's multiple, cropped back)")
     quantize: Flag() = key(True, "metrics on outputs rounded to 8 bits (as on saved PNGs); false = the users' float "
                                  "computation")
+    color_fix: Choice("none", "wavelet") = key("none", "after the model, as HYPIR's inference does: wavelet keeps the "
+                                                       "output's high frequencies and the LQ's low band; none = as "
+                                                       "the users' trainer validates")
+    tile_size: Int(ge=8, null="= the whole image") = key(None, "Gaussian-weighted tiles of this many pixels for VAE "
+                                                              "encode, UNet and decode (HYPIR: 512)")
+    tile_stride: Int(ge=8) = key(256, "pixels between tile starts (HYPIR: 256)")
     # HQ-only validation: LQ synthesised once from hq_dir's images (hypir_core.hq_val).
     hq_dir: Text(allowed="a folder of HQ images (or demo://hq/val)", null="") = key(
         None, "HQ validation images, degraded once with degradation and degradation_seed (not with val_dir)")

@@ -232,11 +232,19 @@ class OneStepGenerator(nn.Module):
             return alpha_prod ** 0.5 * z - beta_prod ** 0.5 * model_output
         return model_output
 
-    def forward(self, z_lq: torch.Tensor, text_embed: torch.Tensor) -> torch.Tensor:
-        """Restored image in [-1, 1] (unclamped, float32) from the scaled LQ latent."""
+    def denoise(self, z_lq: torch.Tensor, text_embed: torch.Tensor) -> torch.Tensor:
+        """The restored latent (scaled, float32): one UNet pass at model_t, x0 at coeff_t."""
         timesteps = torch.full((z_lq.shape[0],), self.model_t, dtype=torch.long, device=z_lq.device)
         dtype = self.unet_dtype
         with self.unet_autocast():
             eps = self.unet(z_lq.to(dtype), timesteps, encoder_hidden_states=text_embed.to(dtype)).sample
-        z0 = self.pred_x0(eps.float(), z_lq)
+        return self.pred_x0(eps.float(), z_lq)
+
+    def decode(self, z0: torch.Tensor) -> torch.Tensor:
+        """Image in [-1, 1] (unclamped, float32) from a scaled latent, decoded in the VAE's own dtype."""
         return self.vae.decode(z0.to(self.vae_dtype) / self.scaling_factor).sample.float()
+
+    def forward(self, z_lq: torch.Tensor, text_embed: torch.Tensor) -> torch.Tensor:
+        """Restored image in [-1, 1] (unclamped, float32) from the scaled LQ latent."""
+        # Two methods so inference can run the UNet and the decoder each in its own tiles (hypir_core/restoration.py).
+        return self.decode(self.denoise(z_lq, text_embed))

@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hypir_core import checkpoint as ckpt
-from hypir_core import faults, schedule, speed
+from hypir_core import faults, fork, schedule, speed
 from hypir_core.config import Config, config_to_dict
 from hypir_core.config_data import has_validation
 from hypir_core.data import build_train_dataset, scan_val_set, train_batches
@@ -100,6 +100,9 @@ class _Run:
             logger.info(line)
         self.init_generator()
         self.init_discriminator()
+        if cfg.init_from_fork_checkpoint:  # LoRA, EMA and D heads of a fork checkpoint-N/ (hypir_core/fork.py)
+            fork.load_fork_checkpoint(cfg.init_from_fork_checkpoint, self.lora_params, self.lora_names, self.ema,
+                                      self.D, cfg.disc_backbone)
         speed.cast_once(self.generator.unet, self.D.backbone, self.dtype, self.device)
         self.init_optimizers()
         self.loss_fn = GeneratorLoss.from_config(cfg, device=self.device)

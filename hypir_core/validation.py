@@ -4,6 +4,11 @@ The validation set is decoded once per run into a bounded uint8 cache, the promp
 once, images run in batches of ``data_config.val.batch_size``, the LQ latent is the posterior's
 mode (not a sample), and metrics are computed (by default) on outputs rounded to 8 bits, as they
 would be on saved PNGs.
+
+Images go through hypir_core/restoration.py, the path ``launch.py --restore`` runs: by default the
+whole image in one pass with no colour fix (as the users' trainer validates); ``data_config.val.
+color_fix: wavelet`` and ``tile_size`` score HYPIR's deployed inference instead. The final round
+also scores the other colour-fix setting on the same outputs (``val/color_fix/<setting>/...``).
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from tqdm.auto import tqdm
 from hypir_core.data import image_size, read_image, scan_val_set
 from hypir_core.errors import DataError
 from hypir_core.metrics import final_score
+from hypir_core.restoration import RestoreSettings, finish, model_output, vae_factor
 
 METRICS = ("PSNR", "SSIM", "LPIPS")
+OTHER_FIX = {"none": "wavelet", "wavelet": "none"}
 GRID_IMAGES_PER_TYPE = 3
 CROP_SIZE = 256  # side of the centre crops saved for side-by-side comparison
 
@@ -78,13 +85,14 @@ class Validator:
         self.quantize = val_cfg.quantize
         self.batch_size = val_cfg.batch_size
         self.resize = val_cfg.resize
+        self.settings = settings_for(val_cfg)
+        self.settings.check(vae_factor(generator.vae), {"patch_size": "data_config.val.tile_size",
+                                                         "stride": "data_config.val.tile_stride"})
         self.pairs = scan_val_set(val_cfg) if pairs is None else pairs
         self._check_fits(self.pairs)
         self.images = [self._load(pair) for pair in tqdm(self.pairs, desc="Caching validation set", leave=False)]
         with torch.no_grad():
             self.text_embed = generator.encode_prompt([val_cfg.prompt])
-        factor = 2 ** (len(generator.vae.config.block_out_channels) - 1)
-        self.pad_multiple = factor
         self.lpips_references: dict[int, list[torch.Tensor]] = {}  # first index of a batch -> GT features
         self.reference_budget = LPIPS_REFERENCE_BYTES
 
@@ -119,37 +127,37 @@ class Validator:
                 yield indices[start:start + self.batch_size]
 
     @torch.no_grad()
+    def outputs(self, lq_uint8: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(output, reference) of a (B,H,W,3) uint8 batch before the colour fix (restoration.model_output)."""
+        lq = torch.from_numpy(lq_uint8).to(self.device).permute(0, 3, 1, 2).float() / 255
+        with self.autocast():
+            return model_output(self.generator, lq, self.text_embed, self.settings)
+
     def restore(self, lq_uint8: np.ndarray) -> torch.Tensor:
         """Restore a (B,H,W,3) uint8 batch; returns float (B,3,H,W) in [0, 1] on the device."""
-        lq = torch.from_numpy(lq_uint8).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        height, width = lq.shape[-2:]
-        pad_h, pad_w = (-height) % self.pad_multiple, (-width) % self.pad_multiple
-        if pad_h or pad_w:
-            lq = torch.nn.functional.pad(lq, (0, pad_w, 0, pad_h), mode="reflect")
-        with self.autocast():
-            z = self.generator.encode_lq(lq, sample=False)
-            text = self.text_embed.expand(lq.shape[0], -1, -1)
-            restored = self.generator(z, text)
-        restored = (restored[..., :height, :width].float().clamp(-1, 1) + 1) / 2
-        if self.quantize:
-            restored = torch.round(restored * 255) / 255
-        return restored
+        return finish(*self.outputs(lq_uint8), self.settings.color_fix, self.quantize)
 
     def run(self, with_details: bool = False, progress: bool = False) -> ValidationResult:
         """Score the generator on the cached set; ``with_details`` keeps per-image rows and image grids."""
         was_training = self.generator.training
         self.generator.eval()
-        scores = {name: np.zeros(len(self.images)) for name in METRICS}
+        # The final round (with_details) also scores the other colour-fix setting on the same outputs.
+        fixes = [self.settings.color_fix] + ([OTHER_FIX[self.settings.color_fix]] if with_details else [])
+        scores = {fix: {name: np.zeros(len(self.images)) for name in METRICS} for fix in fixes}
         grid_rows: dict[str, list[np.ndarray]] = {}
         batches = list(self._batches())
         for indices in tqdm(batches, desc="Validation", disable=not progress, leave=False):
             lq = np.stack([self.images[i][0] for i in indices])
             gt = np.stack([self.images[i][1] for i in indices])
-            restored = self.restore(lq)
+            output, reference = self.outputs(lq)
             gt_tensor = torch.from_numpy(gt).to(self.device).permute(0, 3, 1, 2).float() / 255
-            batch_scores = self.metrics(restored, gt_tensor, lpips_reference=self._reference(indices, gt_tensor))
-            for name in METRICS:
-                scores[name][indices] = batch_scores[name].numpy()
+            for fix in fixes:
+                finished = finish(output, reference, fix, self.quantize)
+                batch_scores = self.metrics(finished, gt_tensor, lpips_reference=self._reference(indices, gt_tensor))
+                for name in METRICS:
+                    scores[fix][name][indices] = batch_scores[name].numpy()
+                if fix == fixes[0]:
+                    restored = finished
             if with_details:
                 out = (restored.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
                 for row, i in enumerate(indices):
@@ -157,10 +165,13 @@ class Validator:
                     if len(rows) < GRID_IMAGES_PER_TYPE:
                         rows.append(np.concatenate([self.images[i][0], out[row], self.images[i][1]], axis=1))
         self.generator.train(was_training)
-        result = ValidationResult(metrics=self._aggregate(scores))
+        result = ValidationResult(metrics=self._aggregate(scores[fixes[0]]))
+        for fix in fixes[1:]:
+            result.metrics.update(self._aggregate(scores[fix], prefix=f"val/color_fix/{fix}/"))
         if with_details:
+            main = scores[fixes[0]]
             result.per_image = [
-                {"file": pair.name, "type": pair.degradation_type, **{m: float(scores[m][i]) for m in METRICS}}
+                {"file": pair.name, "type": pair.degradation_type, **{m: float(main[m][i]) for m in METRICS}}
                 for i, pair in enumerate(self.pairs)]
             result.grids = {t: np.concatenate(rows, axis=0) for t, rows in grid_rows.items()
                             if len({r.shape for r in rows}) == 1}
@@ -177,12 +188,24 @@ class Validator:
             self.lpips_references[indices[0]] = self.metrics.lpips_reference(gt)
         return self.lpips_references[indices[0]]
 
-    def _aggregate(self, scores: dict[str, np.ndarray]) -> dict[str, float]:
-        metrics = {f"val/{name}": float(scores[name].mean()) for name in METRICS}
-        metrics["val/Final_Score"] = final_score(metrics["val/PSNR"], metrics["val/SSIM"], metrics["val/LPIPS"])
+    def _aggregate(self, scores: dict[str, np.ndarray], prefix: str = "val/") -> dict[str, float]:
+        metrics = {f"{prefix}{name}": float(scores[name].mean()) for name in METRICS}
+        metrics[f"{prefix}Final_Score"] = final_score(*(metrics[f"{prefix}{name}"] for name in METRICS))
         types = [pair.degradation_type for pair in self.pairs]
         for degradation_type in dict.fromkeys(types):
             mask = np.array([t == degradation_type for t in types])
             for name in METRICS:
-                metrics[f"val/{degradation_type}/{name}"] = float(scores[name][mask].mean())
+                metrics[f"{prefix}{degradation_type}/{name}"] = float(scores[name][mask].mean())
         return metrics
+
+
+def settings_for(val_cfg) -> RestoreSettings:
+    """The restoration settings validation scores with: the posterior's mode, at the cached image's size.
+
+    ``tile_size`` null is the whole image in one pass (the default); set, HYPIR's deployed geometry
+    (short side resized up to the tile size, Gaussian-weighted tiles, resized back).
+    """
+    return RestoreSettings(upscale=1.0, patch_size=getattr(val_cfg, "tile_size", None),
+                           stride=getattr(val_cfg, "tile_stride", 256), posterior="mode",
+                           color_fix=getattr(val_cfg, "color_fix", "none"), pad_mode="reflect",
+                           quantize=val_cfg.quantize)

@@ -22,6 +22,7 @@ from hypir_core.checkpoint import BEST_WEIGHTS
 from hypir_core.config import config_from_dict, config_to_dict, validation_rounds
 from hypir_core.config_data import reported_types
 from hypir_core.errors import OOM_ADVICE, HypirError
+from hypir_core.metrics import FINAL_SCORE
 from hypir_sweep.spec import SPEC_COPY, trial_values
 
 STATUS_ORDER = ("completed", "early-stopped", "unfinished", "diverged", "out of memory", "refused", "errored")
@@ -180,7 +181,7 @@ def load_sweep(sweep_path: str) -> Sweep:
                                 f"python analyze.py with no argument for the newest.")
         sweep_path = os.path.abspath(sweep_path)  # Ray takes a relative path for a URI
     spec = _spec_copy(sweep_path)
-    metric = spec.get("metric", "val/Final_Score")
+    metric = spec.get("metric", FINAL_SCORE)
     mode = spec.get("mode") or ("min" if metric.endswith("LPIPS") else "max")
     base = spec["base_resolved"]
     max_rounds = validation_rounds(base["max_train_steps"], base["validation_steps"])

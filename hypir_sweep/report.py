@@ -14,9 +14,9 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from hypir_core.checkpoint import FINAL_WEIGHTS
+from hypir_core.checkpoint import BEST_WEIGHTS, FINAL_WEIGHTS
 from hypir_core.config_data import reported_types
-from hypir_sweep import front_plots, pareto, plots
+from hypir_sweep import front_plots, handoff, pareto, plots
 from hypir_sweep.analysis import (RANK_RULE, STATUS_ORDER, Sweep, baseline_table, cost, importances, leaderboard,
                                   load_sweep, newest_sweep, read_baseline, write_best_config)
 from hypir_sweep.dashboard import print_dashboard_command
@@ -128,6 +128,9 @@ def run_analysis(sweep_path: str | None, baselines: list[str], out_dir: str | No
         tables.append(("Exported trial against the baselines", comparison.to_html(index=False, float_format=_fmt)))
     if picked is None and not has_winner:
         console.print("[yellow]No trial has finished a validation round yet: no best config.[/yellow]")
+    else:
+        tables.append(("Colour fix: validation as is and as HYPIR deploys",
+                       print_deployment(sweep, winner, weights, config_path, out_dir, baselines)))
 
     schedule_sections = []
     if (sweep.spec.get("scheduler") or {}).get("type") in ("pbt", "pb2") and has_winner:
@@ -150,6 +153,40 @@ def run_analysis(sweep_path: str | None, baselines: list[str], out_dir: str | No
     console.print(f"Leaderboard, plots and report: {out_dir} (open {report})")
     print_dashboard_command(console, sweep_path)
     return 0
+
+
+def print_deployment(sweep: Sweep, winner, weights: str | None, config_path: str, out_dir: str,
+                     baselines: list[str]) -> str:
+    """Both colour-fix settings for the winner and the baselines (their final rounds), whether the winner would
+    change, and the handoff files beside best_config.yaml; returns the report's HTML for it."""
+    import yaml
+
+    types = handoff.sweep_types(sweep)
+    main_fix = handoff.main_color_fix(sweep.spec["base_resolved"])
+    runs = [(f"trial {winner.trial}", winner.final_metrics, main_fix)]
+    runs += [(os.path.basename(os.path.normpath(b)), *handoff.read_run_final(b)) for b in baselines]
+    comparison = handoff.comparison(runs, types)
+    comparison.to_csv(os.path.join(out_dir, "color_fix_comparison.csv"), index=False)
+    shown = ["run", "colour fix", "Final_Score", "PSNR", "SSIM", "LPIPS"] + [f"{t} PSNR" for t in types]
+    table = Table(title="Final round with and without HYPIR's wavelet colour fix (color_fix_comparison.csv)")
+    for column in shown:
+        table.add_column(column, justify="left" if column in ("run", "colour fix") else "right")
+    for _, row in comparison.iterrows():
+        table.add_row(*(_fmt(row[c]) for c in shown))
+    console.print(table)
+    change = handoff.winner_change(sweep, winner)
+    sentence = handoff.color_fix_sentence(winner.final_metrics, main_fix, types,
+                                          best_is_last=weights is None or not weights.endswith(BEST_WEIGHTS)
+                                          or winner.best == winner.last)
+    with open(config_path) as handle:
+        config = yaml.safe_load(handle)
+    warnings = handoff.write_handoff(config, weights, config_path, out_dir, sentence, winner.trial)
+    deploy = (f"Deploy it: {os.path.join(out_dir, 'HANDOFF.md')} (the commands for our restore, HYPIR's test.py and "
+              f"the fork's inference.py), sd2_gradio.yaml; the fork's trainer: fork_config.yaml, which drops or "
+              f"changes:")
+    for line in (change, sentence, deploy, *(f"  - {w}" for w in warnings)):
+        console.print(line, soft_wrap=True)  # one line each, whatever the width: sentences to read and grep
+    return f"<p>{change}</p><p>{sentence}</p>" + comparison.to_html(index=False, float_format=_fmt, na_rep="-")
 
 
 def export_schedule(sweep: Sweep, winner, out_dir: str) -> list:

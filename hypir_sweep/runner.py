@@ -1,41 +1,36 @@
-"""Run a sweep: the only place where Ray Tune, Optuna and the early-stopping scheduler are assembled.
+"""Run a sweep: the Tuner built from the spec's pieces (hypir_sweep.assembly), started or resumed.
 
 ``run_sweep(spec_path)`` starts (or with ``resume=True`` continues) the sweep in
 ``<storage_path>/<name>/``: Ray's experiment state and one folder per trial, the Optuna study in
 ``optuna.db`` (SQLite; open it with ``optuna.load_study`` or optuna-dashboard) and a copy of the
-spec. ``dry_run(spec_path)`` checks everything and trains nothing.
+spec. ``hypir_sweep.dry_run`` checks everything and trains nothing.
 """
 
 from __future__ import annotations
 
 import glob
-import math
 import os
 import shutil
 import signal
 import sys
 import time
-import warnings
 from typing import Any
 
 import yaml
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from hypir_core import checkpoint as ckpt
 from hypir_core import faults
-from hypir_core.config import shown as override_text
 from hypir_core.errors import ConfigError
 from hypir_core.preflight import preflight
 from hypir_core.quiet import VERBOSE_ENV
-from hypir_sweep.analysis import STATUS_ORDER, load_sweep
-from hypir_sweep.dashboard import print_dashboard_command
+from hypir_core.terminal import WARN, make_console
+from hypir_sweep.analysis import load_sweep
+from hypir_sweep.assembly import make_scheduler, make_searcher, reuse_actors, tune_space
+from hypir_sweep.outcome import fmt_value, print_outcome, prune_weights
 from hypir_sweep.resources import check_fits, check_gpus, cluster_nodes, local_node
 from hypir_sweep.spec import SPEC_COPY, SpecError, SweepSpec, load_spec, spec_copy
-from hypir_sweep.trial import EXPLOITED, TRIAL_CONFIG, sweep_trainable, trial_dirname, trial_name
+from hypir_sweep.trial import sweep_trainable, trial_dirname, trial_name
 
-console = Console(highlight=False, soft_wrap=True)  # paths and commands stay on one line, ready to copy
+console = make_console()
 # Ray writes its experiment state this often (seconds), so a killed driver loses little.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 # A trial that ends without finishing its budget (diverged, out of memory) says so in a last result
@@ -43,79 +38,6 @@ os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 # Every round is checkpointed on purpose, which makes Ray warn about state snapshots.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-
-
-def domain(p):
-    """One spec parameter as a Ray Tune domain."""
-    from ray import tune
-
-    if p.type == "choice":
-        return tune.choice(list(p.values))
-    if p.type == "int":
-        return tune.qrandint(int(p.low), int(p.high), int(p.q or 1))
-    if p.type == "loguniform":
-        return tune.loguniform(p.low, p.high)
-    return tune.quniform(p.low, p.high, p.q) if p.q else tune.uniform(p.low, p.high)
-
-
-def tune_space(spec: SweepSpec) -> dict[str, Any]:
-    """The spec's space as Ray Tune domains (OptunaSearch turns them into Optuna distributions)."""
-    return {p.key: domain(p) for p in spec.space}
-
-
-def optuna_distributions(spec: SweepSpec) -> dict[str, Any]:
-    """The same space as Optuna distributions, converted by Ray's own OptunaSearch code."""
-    from ray.tune.search.optuna import OptunaSearch
-
-    return OptunaSearch.convert_search_space(tune_space(spec))
-
-
-def make_scheduler(spec: SweepSpec):
-    """ASHA, HyperBand, median stopping or FIFO (time counted in the trial's validation rounds), each of which
-    stops the trials that had ended before an interruption when the sweep resumes (hypir_sweep.resume)."""
-    from hypir_sweep.resume import ResumableASHA, ResumableFIFO, ResumableHyperBand, ResumableMedianStopping
-    from hypir_sweep.search import ROUND
-
-    s = spec.scheduler
-    if s.type == "asha":
-        return ResumableASHA(time_attr=ROUND, max_t=spec.max_rounds, grace_period=s.grace_period,
-                             reduction_factor=s.reduction_factor)
-    if s.type == "hyperband":
-        return ResumableHyperBand(time_attr=ROUND, max_t=spec.max_rounds, reduction_factor=s.reduction_factor)
-    if s.type == "median":
-        return ResumableMedianStopping(time_attr=ROUND, grace_period=s.grace_period,
-                                       min_samples_required=s.min_samples_required)
-    if s.population_based:
-        from hypir_sweep.population import population_scheduler
-
-        return population_scheduler(spec, {p.key: domain(p) for p in s.hyperparam_mutations})
-    return ResumableFIFO()
-
-
-def make_sampler(spec: SweepSpec):
-    """The sweep's seeded TPE sampler, with the spec's search settings (the sweep and --dry-run both use it)."""
-    import optuna
-
-    with warnings.catch_warnings():  # multivariate and constant_liar are marked experimental by Optuna
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=spec.search.seed, n_startup_trials=spec.search.n_startup_trials,
-                                          multivariate=spec.search.multivariate,
-                                          constant_liar=spec.search.constant_liar)
-
-
-def make_searcher(spec: SweepSpec):
-    """Optuna TPE (seeded) over a study stored in the sweep folder; warm-start points run first."""
-    import optuna
-
-    from hypir_sweep.search import SweepSearch
-
-    os.makedirs(spec.local_dir, exist_ok=True)
-    storage = optuna.storages.RDBStorage(spec.optuna_storage)
-    return SweepSearch(metric=spec.metric, mode=spec.mode, sampler=make_sampler(spec),
-                       study_name=spec.name, storage=storage, max_rounds=spec.max_rounds,
-                       objectives=[(o.metric, o.mode) for o in spec.objectives] or None,
-                       scheduler_metric=spec.metric,
-                       points_to_evaluate=[dict(p) for p in spec.search.points_to_evaluate] or None)
 
 
 def _trainable(spec: SweepSpec):
@@ -175,90 +97,7 @@ def _differences(saved: Any, now: Any, prefix: str = "") -> list[str]:
                 continue
             out += _differences(saved.get(key), now.get(key), f"{prefix}{key}.")
         return out
-    return [] if saved == now else [f"{prefix.rstrip('.')}: {_fmt(saved)} -> {_fmt(now)}"]
-
-
-def dry_run(spec_path: str) -> int:
-    """Validate the spec, print space, resources and 3 sampled configs, check data and weights; train nothing."""
-    import optuna
-
-    spec = load_spec(spec_path)
-    console.print(f"[bold]Sweep '{spec.name}'[/bold] from {spec.source}: base config {spec.base_config}"
-                  + (f" with {', '.join(f'{k}={override_text(v)}' for k, v in spec.overrides.items())}" if spec.overrides
-                     else ""))
-    table = Table(title="Search space")
-    for column in ("key", "distribution"):
-        table.add_column(column)
-    for p in spec.space:
-        table.add_row(p.key, p.describe())
-    for key, follows in spec.ties.items():
-        table.add_row(key, f"= {follows}")
-    console.print(table)
-    s, sc = spec.search, spec.scheduler
-    console.print(f"search: Optuna TPE, seed {s.seed}, {s.num_samples} trials, at most {s.max_concurrent_trials} "
-                  f"at once, {len(s.points_to_evaluate)} warm-start points first ({', '.join(s.point_labels) or '-'})")
-    console.print(f"scheduler: {sc.type}, {spec.max_rounds} validation rounds per full trial "
-                  f"({spec.base.max_train_steps} steps, validation every {spec.base.validation_steps})"
-                  + (f", grace {sc.grace_period}, reduction factor {sc.reduction_factor}" if sc.type == "asha" else
-                     f", reduction factor {sc.reduction_factor}" if sc.type == "hyperband" else ""))
-    make_scheduler(spec)
-    if sc.type == "hyperband" and s.max_concurrent_trials < s.num_samples:
-        console.print("[yellow]hyperband compares trials of a bracket only when they run side by side; with "
-                      f"max_concurrent_trials {s.max_concurrent_trials} it stops few or none (asha does not "
-                      "need this).[/yellow]")
-    if spec.objectives:
-        console.print("objectives (Pareto front): " + ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives)
-                      + f"; early stopping on {spec.metric}")
-    console.print(f"resources per trial: {spec.resources.gpu:g} GPU, {spec.resources.cpu:g} CPU; "
-                  f"metric {spec.metric} ({spec.mode}); results in {spec.sweep_dir}; tracking {spec.tracking.report_to}")
-    for warning in spec.warnings:
-        console.print(f"[yellow]{warning}[/yellow]")
-    try:
-        check_gpus(spec)
-        check_fits(spec, [local_node()], None)  # a cluster joined with --address is checked when the sweep starts
-        gpus_ok = True
-    except SpecError as exc:
-        console.print(f"[red]{exc}[/red]")
-        gpus_ok = False
-
-    # The first configs the sweep will try: the same seeded TPE sampler over the same distributions.
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    modes = [o.mode for o in spec.objectives] or [spec.mode]
-    study = optuna.create_study(directions=["maximize" if m == "max" else "minimize" for m in modes],
-                                sampler=make_sampler(spec))
-    for point in s.points_to_evaluate:
-        study.enqueue_trial(dict(point))
-    distributions = optuna_distributions(spec)
-    for index in range(min(3, s.num_samples)):
-        params = study.ask(fixed_distributions=distributions).params
-        cfg = spec.trial_config(params, output_dir=f"{spec.sweep_dir}/trial_<id>", name=f"{spec.name}-<id>")
-        label = s.point_labels[index] if index < len(s.point_labels) else "sampled"
-        shown = {p.key: params[p.key] for p in spec.space}
-        shown.update({k: getattr(cfg, k) for k in spec.ties if hasattr(cfg, k)})
-        console.print(f"trial {index + 1} ({label}): " + ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items()))
-
-    gpu = spec.resources.gpu
-    checks = preflight(spec.base, device="cuda" if gpu > 0 else "cpu", gpu_share=gpu if gpu > 0 else None)
-    table = Table(title="Preflight checks (base config)")
-    for column in ("check", "status", "detail"):
-        table.add_column(column, overflow="fold")
-    for check in checks:
-        table.add_row(check.name, "[green]ok[/green]" if check.ok else "[red]FAILED[/red]", check.detail)
-    console.print(table)
-    ok = gpus_ok and all(c.ok for c in checks)
-    console.print("[green]Ready to sweep.[/green]" if ok else "[red]Dry run found problems.[/red]")
-    return 0 if ok else 2
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def reuse_actors(spec: SweepSpec) -> bool:
-    """Whether a trial's process goes on to train later trials (imports, CUDA context paid once per process):
-    yes unless ``HYPIR_SWEEP_REUSE_ACTORS=0``, and never for population-based training (it restarts trials
-    itself)."""
-    return not spec.scheduler.population_based and os.environ.get("HYPIR_SWEEP_REUSE_ACTORS", "1") != "0"
+    return [] if saved == now else [f"{prefix.rstrip('.')}: {fmt_value(saved)} -> {fmt_value(now)}"]
 
 
 def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, progress: bool = True,
@@ -276,7 +115,7 @@ def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, 
 
     spec = load_spec(spec_path)
     for warning in spec.warnings:
-        console.print(f"[yellow]{warning}[/yellow]")
+        console.print(warning, style=WARN)
     storage_path = spec.storage_path if spec.remote_storage else os.path.abspath(spec.storage_path)
     experiment = spec.sweep_dir if spec.remote_storage else os.path.join(storage_path, spec.name)
     exists = tune.Tuner.can_restore(experiment)
@@ -295,7 +134,7 @@ def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, 
             from hypir_sweep.resume import check_snapshot
 
             for warning in check_snapshot(experiment):  # Ray would start a damaged sweep over without a word
-                console.print(f"[yellow]{escape(warning)}[/yellow]")
+                console.print(warning, style=WARN)
     if not resume and exists:
         raise SpecError(f"{experiment} already holds sweep '{spec.name}'; continue it with --resume, or give the "
                         f"spec another name (or delete that folder) to start over.")
@@ -328,7 +167,7 @@ def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, 
             check_gpus(spec, sum(node.gpu for node in alive))
         warning = check_fits(spec, alive, autoscaled)
         if warning:
-            console.print(f"[yellow]{warning}[/yellow]")
+            console.print(warning, style=WARN)
         if not resume:
             _write_spec_copy(spec)
         tuner = _restored_tuner(spec, experiment) if resume else _new_tuner(spec, storage_path, progress, verbose)
@@ -337,14 +176,14 @@ def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, 
         try:
             results = tuner.fit()
         except KeyboardInterrupt:  # before Tune had started its loop: nothing ran that needs saving
-            console.print(f"[yellow]Sweep '{spec.name}' interrupted while starting.[/yellow] Continue it with:\n"
-                          f"  {resume_command(spec_path)}")
+            console.print(f"Sweep '{spec.name}' interrupted while starting.", style=WARN)
+            console.print(f"Continue it with:\n  {resume_command(spec_path)}")
             return 130
         elapsed = time.time() - started
         sweep = load_sweep(experiment)
         if any(not r.finished for r in sweep.rows) or len(sweep.rows) < spec.search.num_samples:
-            console.print(f"[yellow]Sweep '{spec.name}' interrupted; its state is saved.[/yellow] Continue it with:\n"
-                          f"  {resume_command(spec_path)}")
+            console.print(f"Sweep '{spec.name}' interrupted; its state is saved.", style=WARN)
+            console.print(f"Continue it with:\n  {resume_command(spec_path)}")
             return 130
         pruned = prune_weights(spec, sweep) if not spec.remote_storage else []
         return print_outcome(spec, sweep, results, elapsed, pruned)
@@ -429,8 +268,8 @@ def _restored_tuner(spec: SweepSpec, experiment: str):
     from ray import tune
 
     if spec.scheduler.type in ("hyperband", "median"):
-        console.print(f"[yellow]{spec.scheduler.type} early stopping starts its statistics afresh on resume (asha "
-                      f"and population-based training keep theirs).[/yellow]")
+        console.print(f"{spec.scheduler.type} early stopping starts its statistics afresh on resume (asha and "
+                      f"population-based training keep theirs).", style=WARN)
     console.print(f"Resuming sweep '{spec.name}' from {experiment}")
     if not spec.scheduler.population_based and not spec.remote_storage:
         import optuna
@@ -445,7 +284,7 @@ def _restored_tuner(spec: SweepSpec, experiment: str):
         changes = settle_trial_folders(experiment, study, spec.metric, spec.mode, spec.max_rounds, objectives) \
             if study is not None else []
         for change in changes:
-            console.print(f"  {escape(change)}")
+            console.print(f"  {change}")
     return tune.Tuner.restore(experiment, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True)
 
 
@@ -478,60 +317,3 @@ def _check_fresh_study(spec: SweepSpec) -> None:
                         f"continue that sweep with --resume, or give the spec another name.")
 
 
-def prune_weights(spec: SweepSpec, sweep) -> list[str]:
-    """Keep HYPIR weights and Tune checkpoints of the ``keep_top_k`` best ended trials only (bounds disk).
-
-    Unfinished and errored trials keep theirs: ``--resume`` continues them from their checkpoints.
-    """
-    ended = [row for row in sweep.rows if row.terminated]
-    keep = {row.path for row in [r for r in sweep.rows if math.isfinite(r.best)][:spec.keep_top_k]}
-    if sweep.objectives:  # every point of a Pareto front may be the one a user picks
-        from hypir_sweep.pareto import front
-
-        keep |= {row.path for row in front(sweep)}
-    pruned = []
-    for row in ended:
-        # The trainer's own working copies: a trial stopped mid-cleanup can leave them (Tune holds its checkpoints).
-        ckpt.clear(row.path)
-        if row.path in keep:
-            continue
-        for name in ckpt.WEIGHT_FILES:
-            for path in (os.path.join(row.path, name), ckpt.weights_info_path(os.path.join(row.path, name))):
-                if os.path.exists(path):
-                    os.remove(path)
-                    pruned.append(row.path)
-        for folder in glob.glob(os.path.join(row.path, "checkpoint_*")) + glob.glob(os.path.join(row.path,
-                                                                                             EXPLOITED + "*")):
-            shutil.rmtree(folder, ignore_errors=True)
-    return sorted(set(pruned))
-
-
-def print_outcome(spec: SweepSpec, sweep, results, elapsed: float, pruned: list[str]) -> int:
-    """The end of a sweep: counts, the best trial (analyze.py's ranking), its score, its config and weights."""
-    errors = sum(1 for r in results if r.error is not None)
-    counts = {status: sum(1 for r in sweep.rows if r.status == status) for status in STATUS_ORDER}
-    console.print(f"Sweep '{spec.name}' finished in {elapsed / 60:.1f} min: {len(sweep.rows)} trials ("
-                  + ", ".join(f"{n} {status}" for status, n in counts.items() if n) + ").")
-    best = next((r for r in sweep.rows if math.isfinite(r.best)), None)
-    if best is None:
-        console.print("[red]No trial reported a validation round.[/red]")
-        return 1
-    console.print(f"[bold]Best trial {best.trial}[/bold] ({best.status}, {best.rounds} rounds): {spec.metric} "
-                  f"{best.best:.4f}")
-    console.print("  params: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()))
-    console.print(f"  config: {os.path.join(best.path, TRIAL_CONFIG)}")
-    weights = os.path.join(best.path, ckpt.BEST_WEIGHTS)
-    console.print(f"  weights (HYPIR format, its best Final_Score round): {weights}"
-                  if spec.remote_storage or os.path.exists(weights) else "  weights: not kept (keep_top_k: 0)")
-    if pruned:
-        console.print(f"Weights kept for the top {spec.keep_top_k} trials; removed from {len(pruned)} others.")
-    if spec.objectives:
-        from hypir_sweep.pareto import front
-
-        console.print(f"Pareto front ({', '.join(o.metric for o in spec.objectives)}): {len(front(sweep))} trials; "
-                      f"pick one with python analyze.py {spec.sweep_dir} --pick knee (or --pick "
-                      f"\"val/LPIPS<=0.08\" --maximize val/PSNR).")
-    console.print(f"Study: optuna.load_study(study_name='{spec.name}', storage='{spec.optuna_storage}')")
-    console.print(f"Leaderboard, best config and plots: python analyze.py {spec.sweep_dir}")
-    print_dashboard_command(console, spec.sweep_dir)
-    return 0 if not errors else 1

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from hypir_core.config import load_config
@@ -124,3 +125,33 @@ def test_analyze_without_a_sweep_is_one_sentence(tmp_path):
     result = run("analyze.py", cwd=tmp_path)
     assert result.returncode == 2 and "No sweep found under sweep_results/" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_winner_under_both_colour_fix_settings_and_its_handoff(analysed):
+    """Both settings for the winner and the baseline at their final rounds; commands that fit the weights."""
+    _, baseline, out, stdout = analysed
+    comparison = pd.read_csv(out / "color_fix_comparison.csv")
+    winner = pd.read_csv(out / "leaderboard.csv", dtype={"trial": str}).iloc[0]
+    mine = comparison[comparison["run"] == f"trial {winner['trial']}"].set_index("colour fix")
+    assert list(mine.index) == ["none", "wavelet"] and {"Lowlight PSNR", "Haze Final_Score"} <= set(comparison.columns)
+    last = json.loads((Path(winner_path(out, winner)) / "summary.json").read_text())["rounds"][-1]["metrics"]
+    assert mine.loc["wavelet", "Final_Score"] == pytest.approx(last["val/color_fix/wavelet/Final_Score"], abs=1e-9)
+    assert mine.loc["none", "Lowlight PSNR"] == pytest.approx(last["val/Lowlight/PSNR"], abs=1e-9)
+    assert set(comparison[comparison["run"] == baseline.name]["colour fix"]) == {"none", "wavelet"}
+    assert ("is first both without the colour fix" in stdout
+            or "The winner would change with the wavelet colour fix" in stdout)
+    handoff = (out / "HANDOFF.md").read_text()
+    config = load_config(out / "best_config.yaml")
+    for flag in (f"--lora_rank {config.lora_rank}", f"--model_t {config.model_t}", f"--coeff_t {config.coeff_t}",
+                 "--lora_modules " + ",".join(config.lora_modules), "python launch.py --restore"):
+        assert flag in handoff
+    assert "Lowlight" in handoff and "dB" in handoff  # the colour fix's measured effect, per type
+    gradio = yaml.safe_load((out / "sd2_gradio.yaml").read_text())
+    assert gradio["lora_rank"] == config.lora_rank and Path(gradio["weight_path"]).name == "HYPIR_sd2_best.pth"
+    assert "schedule" not in yaml.safe_load((out / "fork_config.yaml").read_text())
+    assert "fork_config.yaml, which drops or changes" in stdout and "ema_warmup: True dropped" in stdout
+
+
+def winner_path(out, winner) -> str:
+    header = (out / "best_config.yaml").read_text().splitlines()[2]
+    return str(Path(header.split("weights of that trial: ")[1]).parent)

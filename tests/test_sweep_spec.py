@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,18 @@ def test_gpu_request_without_gpu_is_an_error_before_anything_starts(tmp_path):
     check_gpus(load_spec(write_spec(tmp_path, resources={"gpu": 0})), cluster_gpus=0)
 
 
+def test_messages_with_brackets_reach_the_screen_whole(tmp_path):
+    # rich reads [text] as markup: a fix such as pip install -e '.[openclip]' used to lose its extra. Here a
+    # validation folder whose name holds brackets must be named whole in the failed check.
+    missing = tmp_path / "AIO [Blur, Haze]" / "[val]"
+    spec = write_spec(tmp_path, overrides={"max_train_steps": 30, "validation_steps": 10,
+                                           "data_config.val.val_dir": str(missing)})
+    run = subprocess.run([sys.executable, str(ROOT / "launch.py"), str(spec), "--dry-run"], capture_output=True,
+                         text=True, cwd=ROOT, timeout=300, env={**os.environ, "COLUMNS": "400"})
+    assert run.returncode == 2
+    assert f"Validation folder '{missing}' (data_config.val.val_dir) does not exist" in run.stdout, run.stdout[-2000:]
+
+
 def test_dry_run_shows_space_and_three_configs_and_trains_nothing(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "launch.py"), str(ROOT / "sweeps" / "quickstart.yaml"),
                              "--dry-run"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -159,7 +172,7 @@ def test_the_launcher_imports_no_ray_before_the_cluster_token_is_set():
 def test_pb2_is_built_from_the_mutation_bounds(tmp_path):
     from ray.tune.schedulers.pb2 import PB2
 
-    from hypir_sweep.runner import make_scheduler
+    from hypir_sweep.assembly import make_scheduler
 
     mutations = {"lambda_gan": {"type": "loguniform", "low": 0.05, "high": 1.0}}
     spec = load_spec(write_spec(tmp_path, scheduler={"type": "pb2", "perturbation_interval": 1,
@@ -172,7 +185,7 @@ def test_pb2_is_built_from_the_mutation_bounds(tmp_path):
 
 
 def test_tpe_settings_reach_the_sampler(tmp_path):
-    from hypir_sweep.runner import make_searcher
+    from hypir_sweep.assembly import make_searcher
 
     default = make_searcher(load_spec(write_spec(tmp_path, storage_path=str(tmp_path / "a"))))._sampler
     assert (default._n_startup_trials, default._multivariate, default._constant_liar) == (4, False, False)
