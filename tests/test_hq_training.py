@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, tiny_overrides
+from conftest import ROOT, resumable_scores, tiny_overrides
 
 from hypir_core.config import load_config
 from hypir_core.errors import WeightsError
@@ -50,9 +50,7 @@ def test_resumed_hq_run_equals_the_uninterrupted_one(straight_run, tmp_path):
     # pool restored from the checkpoint, so steps 3-4 train on the pairs the straight run trained on.
     # The first attempt's last round (step 2) also scored the other colour-fix setting, as every run's final round
     # does; the rest is equal.
-    def scores(rounds):
-        return [{k: v for k, v in r["metrics"].items() if not k.startswith("val/color_fix/")} for r in rounds]
-    assert scores(resumed.rounds) == scores(straight_run.rounds)
+    assert resumable_scores(resumed.rounds) == resumable_scores(straight_run.rounds)
     assert resumed.rounds[-1]["metrics"] == straight_run.rounds[-1]["metrics"]
     w_straight = torch.load(straight_run.weights["final"], weights_only=True)
     w_resumed = torch.load(resumed.weights["final"], weights_only=True)
