@@ -2,7 +2,8 @@
 
 A checkpoint folder ``checkpoints/checkpoint-<step>`` holds the LoRA weights, the discriminator heads,
 both optimizers, the EMA, the training progress (step, data position, validation history) and the
-RNG states, so a resumed run continues as the uninterrupted one would.
+RNG states, so a resumed run continues as the uninterrupted one would; runs that degrade HQ images on the fly
+also keep their training-pair pool (``pair_pool.pth``).
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import shutil
 
 import torch
 
-from hypir_core.errors import ConfigError, HypirError
+from hypir_core.errors import ConfigError, HypirError, WeightsError
 from hypir_core.files import atomic_folder, atomic_write, write_json
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 LORA_FILE = "lora.pth"
 DISC_FILE = "disc_heads.pth"
+PAIR_POOL_FILE = "pair_pool.pth"  # HQ-only runs: the training-pair pool (hypir_core.degradation.pool)
 # HYPIR-format weights a run exports (the UNet's LoRA keys); each has a <name>.json naming its round.
 FINAL_WEIGHTS, BEST_WEIGHTS = "HYPIR_sd2_final.pth", "HYPIR_sd2_best.pth"
 WEIGHT_FILES = (BEST_WEIGHTS, FINAL_WEIGHTS)
@@ -98,6 +100,15 @@ class TrainProgress:
         self.batches_in_epoch, self.rounds = state["batches_in_epoch"], state["rounds"]
         self.skipped_images = state["skipped_images"]
         self.posterior_rng.set_state(state["posterior_rng"])
+
+
+def load_pair_pool(path: str) -> dict:
+    """The training-pair pool saved in checkpoint folder ``path``; a checkpoint without one is a WeightsError."""
+    pool_path = os.path.join(path, PAIR_POOL_FILE)
+    if not os.path.isfile(pool_path):
+        raise WeightsError(f"Checkpoint '{path}' holds no training-pair pool ({PAIR_POOL_FILE}): it was written by a "
+                           "run without on-the-fly degradation, so it cannot resume this one; start the run afresh.")
+    return torch.load(pool_path, weights_only=True)
 
 
 def list_checkpoints(output_dir: str) -> list[str]:

@@ -3,9 +3,10 @@
 ``load_config(path, overrides)``, ``config_from_dict(d, ...)`` and ``config_to_dict(cfg)`` are the API.
 Attribute names equal the YAML keys, so ``cfg.data_config.train.batch_size`` reads like the file. Each key
 is declared once, with its type, default, allowed values and meaning (``hypir_core.schema``): the
-``data_config`` keys in ``hypir_core.config_data``, the others below. Every mistake is a ``ConfigError``
+``data_config`` keys in ``hypir_core.config_data`` (the Real-ESRGAN degradation settings of upstream HYPIR's
+HQ-only data in ``hypir_core.config_degradation``), the others below. Every mistake is a ``ConfigError``
 with one sentence naming the dotted key, the file, the bad value and what is allowed. The rules that join
-several keys (loss weights, the schedule) are the named functions at the end.
+several keys (loss weights, the schedule, the HQ-only path) are named functions.
 """
 
 import copy
@@ -21,6 +22,7 @@ from pydantic import BeforeValidator, WithJsonSchema
 
 from hypir_core import schedule as schedule_rules
 from hypir_core.config_data import DATASET_TARGETS, DEGRADATION_TYPES, DataConfig  # noqa: F401 (re-exported)
+from hypir_core.config_degradation import check_hq_only
 from hypir_core.errors import ConfigError
 from hypir_core.loss_terms import LOSS_WEIGHTS  # noqa: F401 (re-exported for specs)
 from hypir_core.schema import (Allowed, Choice, Derived, Flag, Int, Nested, Number, Source, Text, Texts, file_keys,
@@ -108,7 +110,8 @@ class Config:
     loss_read_steps: Int(ge=1) = key(10, "the host reads the step losses every N steps (hypir_core/steplog.py)")
     max_grad_norm: Number(gt=0) = key(1.0, "gradient clipping norm")
     logging_dir: Text() = key("logs", "SwanLab's folder, inside output_dir")
-    report_to: Choice("swanlab", "none") = key("swanlab", "the tracker")
+    report_to: Choice("swanlab", "tensorboard", "none") = key("swanlab", "the tracker (tensorboard: event files in "
+                                                                         "output_dir/logging_dir, upstream's)")
     swanlab_project: Text() = key("HYPIR-training", "SwanLab project")
     swanlab_mode: Choice(*SWANLAB_MODES) = key("auto", "auto = cloud with an API key, else local with the dashboard "
                                                        "extra, else offline")
@@ -164,17 +167,40 @@ def parse_override(text: str, source: str) -> tuple[str, Any]:
 
 
 def set_dotted(raw: dict, dotted: str, value: Any, text: str, source: str) -> None:
-    """Set ``a.b.c`` in a YAML mapping, creating the sections it lacks."""
+    """Set ``a.b.c`` in a YAML mapping, creating the sections it lacks; ``a.b.1`` sets one element of a list."""
     *parents, last = dotted.split(".")
     node = raw
     for i, part in enumerate(parents):
+        if i == len(parents) - 1 and last.isdigit() and node.get(part) is not None:
+            set_element(node[part], int(last), value, text, source, ".".join(parents))
+            return
         if node.get(part) is None:
             node[part] = {}
         node = node[part]
         if not isinstance(node, dict):
             Source(source).fail(f"Override '{text}' for {source} cannot set '{dotted}' because "
                                 f"'{'.'.join(parents[:i + 1])}' is {show_value(node)}, not a section of keys.")
-    node[last] = value
+    node[last] = value  # an element of a key the config lacks: validation names the key (unknown, or not a list)
+
+
+def set_element(items: Any, index: int, value: Any, text: str, source: str, dotted: str) -> None:
+    """Set element ``index`` of the list at ``dotted`` (``noise_range.1=20``)."""
+    if not isinstance(items, list):
+        Source(source).fail(f"Override '{text}' for {source} sets element {index} of '{dotted}', which is "
+                            f"{show_value(items)}, not a list.")
+    if index >= len(items):
+        Source(source).fail(f"Override '{text}' for {source} sets element {index} of '{dotted}', which has "
+                            f"{len(items)} elements (numbered from 0).")
+    items[index] = value
+
+
+def _sets_an_unwritten_element(raw: dict, dotted: str) -> bool:
+    """Whether ``dotted`` is one element of a list the mapping does not write (its default then applies)."""
+    *parents, last = dotted.split(".")
+    node = raw
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    return last.isdigit() and node is None
 
 
 def config_from_dict(d: dict, source: str = "<dict>", name: str = "config",
@@ -192,13 +218,16 @@ def config_from_dict(d: dict, source: str = "<dict>", name: str = "config",
         items = [(*parse_override(text, source), str(text)) for text in ([overrides] if isinstance(overrides, str)
                                                                            else overrides)]
     raw = copy.deepcopy(d)
-    for dotted, value, text in items:
+    for index, (dotted, value, text) in enumerate(items):
+        if _sets_an_unwritten_element(raw, dotted):  # e.g. noise_range.1 on a file that leaves noise_range out
+            raw = config_to_dict(validate(Config, raw, Source(source, {k: t for k, _, t in items[:index]})))
         set_dotted(raw, dotted, copy.deepcopy(value), text, source)
     cfg = validate(Config, raw, Source(source, {dotted: text for dotted, _, text in items}))
     check_loss_weights(cfg, source)
     check_schedule(cfg, raw, source)
     check_starting_weights(cfg, source)
     check_tiles(cfg.data_config.val, source)
+    cfg = check_hq_only(cfg, source)
     return dataclasses.replace(cfg, name=name, source=source,
                                coeff_t=cfg.model_t if cfg.coeff_t is None else cfg.coeff_t,
                                output_dir=f"results/{name}" if cfg.output_dir is None else cfg.output_dir)

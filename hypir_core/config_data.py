@@ -1,25 +1,29 @@
-"""The ``data_config`` keys of a training config: the training pairs (a pair list or an all-in-one folder) and
-the validation set, each key declared once (``hypir_core.schema``); ``hypir_core.config`` holds the rest."""
+"""The ``data_config`` keys of a training config: the training data (a pair list, an all-in-one folder, or upstream
+HYPIR's HQ images degraded on the fly) and the validation set, each key declared once (``hypir_core.schema``);
+the degradation settings are in ``hypir_core.config_degradation``, the rest of the config in ``hypir_core.config``."""
 
 import dataclasses
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 from pydantic import BeforeValidator, Discriminator, Tag
 
-from hypir_core.schema import (Allowed, Choice, Flag, Int, Nested, Says, Text, Texts, key, must, nested,
-                               refuse_with, section, show_value)
+from hypir_core.config_degradation import (REALESRGAN_DATASET_TARGETS, REALESRGAN_TRANSFORM_TARGETS,
+                                           BlurKernelSettings, FileBackendConfig, HQFileMeta,
+                                           RealESRGANBatchTransform, ValDegradation)
+from hypir_core.schema import (Allowed, Choice, Derived, Flag, Int, Nested, Number, Says, Text, Texts, key, must,
+                               nested, refuse_with, section, show_value)
 
 # Dataset names users write in `target:` (HYPIR's own and ours), mapped to our loaders; never imported.
 DATASET_TARGETS = {
     "HYPIR.dataset.paired.PairedParquetDataset": "paired_list",
     "PairedListDataset": "paired_list",
     "AIOFolderDataset": "aio_folder",
+    **{target: "realesrgan" for target in REALESRGAN_DATASET_TARGETS},  # HQ images, degraded on the fly
 }
 IDENTITY_TRANSFORM_TARGETS = ("HYPIR.dataset.batch_transform.IdentityBatchTransform", "IdentityBatchTransform")
-# HYPIR's on-the-fly degradation pipeline: recognised, refused until supported.
-UNSUPPORTED_TARGETS = ("HYPIR.dataset.realesrgan.RealESRGANDataset",
-                       "HYPIR.dataset.batch_transform.RealESRGANBatchTransform")
+TRANSFORM_TARGETS = (*IDENTITY_TRANSFORM_TARGETS, *REALESRGAN_TRANSFORM_TARGETS)
 DEGRADATION_TYPES = ["Blur", "Haze", "Lowlight", "Rain", "Snow"]
+HQ_VAL_TYPE = "RealESRGAN"  # the type a validation set synthesised from HQ images is scored under
 
 
 @section
@@ -54,6 +58,15 @@ class AIOFolderParams(Augmentation):
     prompt: Text(empty_ok=True) = key("", "the prompt of every training image")
 
 
+@section
+class RealESRGANParams(Augmentation, BlurKernelSettings):
+    file_meta: HQFileMeta = key(..., "the HQ image list and its column names")
+    file_backend_cfg: Nested[FileBackendConfig] = nested("how images are read (the hard disk only)")
+    use_rot: Flag() = key(False, "random 90-degree rotations (upstream's default: off)")
+    p_empty_prompt: Number(ge=0, le=1) = key(0.0, "chance an image trains with the empty prompt")
+    return_file_name: Flag() = key(False, "each item also carries its image path")
+
+
 def _targets(kind: str) -> Any:
     names = [target for target, its_kind in DATASET_TARGETS.items() if its_kind == kind]
     # k is the dataset's target key; where() names the dataset itself (an override of the dataset set it).
@@ -76,23 +89,21 @@ class AIOFolderDataset:
     params: Nested[AIOFolderParams] = nested("the folder and augmentation")
 
 
-def _unsupported(target: str) -> None:
-    refuse_with(lambda k, where: f"'{k}.target' in {where(k + '.target')} is '{target}', whose on-the-fly "
-                                 f"degradation is not supported yet; use a paired list (target "
-                                 f"{next(iter(DATASET_TARGETS))} with a .parquet or .csv file_list) or an AIO folder "
-                                 f"(target AIOFolderDataset).")
+@section
+class RealESRGANDataset:
+    kind: ClassVar[str] = "realesrgan"
+    target: _targets("realesrgan") = key(..., "HQ images, degraded on the fly (upstream HYPIR's)")
+    params: Nested[RealESRGANParams] = nested("the HQ image list, augmentation and per-image blur kernels")
 
 
 def _check_dataset_target(value: Any) -> Any:
-    """The target first: known names map to our loaders, HYPIR's degradation pipeline is refused, nothing imported."""
+    """The target first: known names map to our loaders, nothing is imported."""
     if dataclasses.is_dataclass(value) or not isinstance(value, dict) or "target" not in value:
         return value  # validated already (dataclasses.replace), not a mapping, or no target (see _targets)
     target, names = value["target"], ", ".join(DATASET_TARGETS)
     if not isinstance(target, str):
         refuse_with(lambda k, where: f"'{k}.target' in {where(k + '.target')} must be a dataset name string such as "
                                      f"{next(iter(DATASET_TARGETS))}, got {show_value(target)}.")
-    if target in UNSUPPORTED_TARGETS:
-        _unsupported(target)
     if target not in DATASET_TARGETS:
         refuse_with(lambda k, where: f"'{k}.target' in {where(k + '.target')} must be one of the known dataset names "
                                      f"{names}, got {show_value(target)}; class paths are never imported.")
@@ -100,7 +111,8 @@ def _check_dataset_target(value: Any) -> Any:
 
 
 DatasetConfig = Annotated[
-    Union[Annotated[PairedListDataset, Tag("paired_list")], Annotated[AIOFolderDataset, Tag("aio_folder")]],
+    Union[Annotated[PairedListDataset, Tag("paired_list")], Annotated[AIOFolderDataset, Tag("aio_folder")],
+          Annotated[RealESRGANDataset, Tag("realesrgan")]],
     # Without a target the folder variant reports it missing (after any misspelt key such as 'targt').
     Discriminator(lambda v: DATASET_TARGETS.get(v.get("target"), "aio_folder") if isinstance(v, dict)
                   else getattr(v, "kind", None)),
@@ -116,25 +128,44 @@ class IdentityTransformParams:
                               "LQ", "txt"]))] = key(["LQ", "txt"], "the other batch keys passed on")
 
 
+@section
+class IdentityBatchTransform:
+    kind: ClassVar[str] = "identity"
+    target: Choice(*IDENTITY_TRANSFORM_TARGETS) = key(IDENTITY_TRANSFORM_TARGETS[0], "pairs are used as they are")
+    params: Nested[IdentityTransformParams] = nested("the identity transform's keys")
+
+
 def _check_transform_target(value: Any) -> Any:
-    if isinstance(value, dict) and value.get("target") in UNSUPPORTED_TARGETS:
-        _unsupported(value["target"])
+    """A known transform name or none (the identity); class paths are never imported."""
+    target = value.get("target") if isinstance(value, dict) else None
+    if isinstance(target, str) and target not in TRANSFORM_TARGETS:
+        refuse_with(lambda k, where: f"'{k}.target' in {where(k + '.target')} must be one of "
+                                     f"{', '.join(TRANSFORM_TARGETS)}, got {show_value(target)}.")
     return value
 
 
-@section
-class BatchTransformConfig:
-    target: Choice(*IDENTITY_TRANSFORM_TARGETS) = key(IDENTITY_TRANSFORM_TARGETS[0], "pairs are used as they are")
-    params: Nested[IdentityTransformParams] = nested("the identity transform's keys")
+BatchTransform = Annotated[
+    Union[Annotated[IdentityBatchTransform, Tag("identity")], Annotated[RealESRGANBatchTransform, Tag("realesrgan")]],
+    Discriminator(lambda v: ("realesrgan" if v.get("target") in REALESRGAN_TRANSFORM_TARGETS else "identity")
+                  if isinstance(v, dict) else getattr(v, "kind", None)),
+    BeforeValidator(_check_transform_target),
+    Allowed("a mapping with 'target' (IdentityBatchTransform, or RealESRGANBatchTransform for HQ images) and "
+            "'params'")]
 
 
 @section
 class TrainDataConfig:
     batch_size: Int(ge=1) = key(4, "images per batch (the generator and the discriminator each take a batch a step)")
     dataloader_num_workers: Int(ge=0) = key(4, "data loading processes (0 = in the training process)")
-    dataset: DatasetConfig = key(..., "the training pairs: a pair list or an all-in-one folder")
-    batch_transform: Annotated[Nested[BatchTransformConfig], BeforeValidator(_check_transform_target)] = nested(
-        "what is done to a batch before the step (HYPIR's key; only the identity)")
+    dataset: DatasetConfig = key(..., "the training data: a pair list, an all-in-one folder or HQ images")
+    batch_transform: Nested[BatchTransform] = nested(
+        "what is done to a batch before the step: nothing (pairs), or Real-ESRGAN's degradation (HQ images)")
+
+
+# "train", or a mapping of settings (a mistake inside it is named by its key).
+ValDegradationSetting = Annotated[
+    Union[Annotated[Literal["train"], Tag("train")], Annotated[ValDegradation, Tag("settings")]],
+    Discriminator(lambda v: "settings" if isinstance(v, dict) or dataclasses.is_dataclass(v) else "train")]
 
 
 @section
@@ -156,9 +187,38 @@ class ValDataConfig:
     tile_size: Int(ge=8, null="= the whole image") = key(None, "Gaussian-weighted tiles of this many pixels for VAE "
                                                               "encode, UNet and decode (HYPIR: 512)")
     tile_stride: Int(ge=8) = key(256, "pixels between tile starts (HYPIR: 256)")
+    # HQ-only validation: LQ synthesised once from hq_dir's images (hypir_core.hq_val).
+    hq_dir: Text(allowed="a folder of HQ images (or demo://hq/val)", null="") = key(
+        None, "HQ validation images, degraded once with degradation and degradation_seed (not with val_dir)")
+    degradation: Annotated[Optional[ValDegradationSetting], Allowed(
+        '"train" (the training data\'s settings), a mapping of degradation settings (those of RealESRGANDataset and '
+        'RealESRGANBatchTransform) or null')] = key(None, "hq_dir's degradation: train (null = train), or its own "
+                                                          "settings (the rest upstream's)")
+    degradation_seed: Int(0, 2**32 - 1) = key(0, "seeds hq_dir's degradation: the same seed, the same set")
+    # Whether the loader resolved degradation from the training settings ("train" or null): a sweep that changes
+    # them must not score its trials on such a set (hypir_sweep.spec.check_validation).
+    degradation_from_train: Derived[bool] = dataclasses.field(default=False, compare=False)
 
 
 @section
 class DataConfig:
     train: Nested[TrainDataConfig] = nested("training data")
     val: Nested[ValDataConfig] = nested("validation data")
+
+
+def _value(val_cfg: Any, name: str) -> Any:
+    return val_cfg.get(name) if isinstance(val_cfg, dict) else getattr(val_cfg, name, None)
+
+
+def has_validation(val_cfg: Any) -> bool:
+    """Whether data_config.val (a section, or its dict) names a validation set (val_dir, or hq_dir for one
+    synthesised from HQ images)."""
+    return _value(val_cfg, "val_dir") is not None or _value(val_cfg, "hq_dir") is not None
+
+
+def reported_types(val_cfg: Any) -> list[str]:
+    """The degradation types data_config.val (a section, or its dict) is scored by, each as val/<type>/PSNR, ...:
+    RealESRGAN for a set synthesised from hq_dir, else degradation_types."""
+    if _value(val_cfg, "hq_dir") is not None:
+        return [HQ_VAL_TYPE]
+    return list(_value(val_cfg, "degradation_types") or DEGRADATION_TYPES)

@@ -1,11 +1,12 @@
 """Paired LQ/GT image data: training datasets (paired list, all-in-one folders) and the validation scan.
 
 Config objects are read by attribute (or key) only, so any small object with these fields works:
-    train_cfg.dataset.kind: "paired_list" | "aio_folder"
+    train_cfg.dataset.kind: "paired_list" | "aio_folder" | "realesrgan" (HQ images only: hypir_core.hq_data)
     train_cfg.dataset.params (paired_list): file_meta.{file_list, lq_key, gt_key, prompt_key}, out_size,
         crop_type ("none" | "center" | "random"), use_hflip, use_rot, return_file_name
     train_cfg.dataset.params (aio_folder): root, degradation_types, prompt, out_size, crop_type, use_hflip, use_rot
-    val_cfg: val_dir, degradation_types, num_samples_per_type (None = all)
+    val_cfg: val_dir, degradation_types, num_samples_per_type (None = all); or hq_dir and degradation
+        (a set synthesised once from HQ images: hypir_core.hq_val)
 Paths may be "demo://..." (see hypir_core.demo).
 """
 
@@ -29,7 +30,7 @@ from hypir_core.errors import ConfigError, DataError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_DEGRADATION_TYPES = ("Blur", "Haze", "Lowlight", "Rain", "Snow")
 CROP_TYPES = ("none", "center", "random")
-DATASET_KINDS = ("paired_list", "aio_folder")
+DATASET_KINDS = ("paired_list", "aio_folder", "realesrgan")
 _MISSING = object()
 log = logging.getLogger(__name__)
 
@@ -269,6 +270,10 @@ def build_train_dataset(train_cfg: Any, skip_bad_images: bool = False) -> Datase
         return PairedListDataset(params, skip_bad_images)
     if kind == "aio_folder":
         return AIOFolderDataset(params, skip_bad_images)
+    if kind == "realesrgan":
+        from hypir_core.hq_data import RealESRGANDataset
+
+        return RealESRGANDataset(params, skip_bad_images)
     raise ConfigError(f"data_config.train.dataset kind is '{kind}'; use one of {DATASET_KINDS}.")
 
 
@@ -328,7 +333,14 @@ class ValPair:
 
 
 def scan_val_set(val_cfg: Any) -> list[ValPair]:
-    """The validation pairs under val_cfg.val_dir/<type>/{LQ,GT}, first N sorted names per type, sizes checked."""
+    """The validation pairs under val_cfg.val_dir/<type>/{LQ,GT}, first N sorted names per type, sizes checked.
+
+    With val_cfg.hq_dir instead, the pairs of the set synthesised once from those HQ images (hypir_core.hq_val).
+    """
+    if _get(val_cfg, "hq_dir", None) is not None:
+        from hypir_core.hq_val import synthesised_val_set
+
+        return synthesised_val_set(val_cfg)
     val_dir = _get(val_cfg, "val_dir", None)
     if val_dir is None:
         raise DataError(

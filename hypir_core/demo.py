@@ -1,11 +1,13 @@
 """Embedded demo assets: a tiny SD2-format model and a small all-in-one restoration dataset.
 
 `resolve_path("demo://tiny-sd2")`, `resolve_path("demo://aio/train")` and `resolve_path("demo://aio/val")`
-build these once into a cache folder (env HYPIR_SWEEP_CACHE, default ~/.cache/hypir-sweep) from
+(and the HQ-only views of the dataset, `demo://hq/train.list` and `demo://hq/val`) build these once into a
+cache folder (env HYPIR_SWEEP_CACHE, default ~/.cache/hypir-sweep) from
 the photos scikit-image ships, with no downloads, seeded so every build gives the same files.
 
 Cache layout (DEMO_VERSION is bumped whenever the build recipe changes):
     <cache>/demo-v1/aio/{train,val}/<Blur|Haze|Lowlight|Rain|Snow>/{LQ,GT}/<name>.png
+    <cache>/demo-v1/hq/{train.list, val/<type>_<name>.png}  (the AIO GT images as HQ-only data)
     <cache>/demo-v1/tiny-sd2/{model_index.json, demo_info.json, unet, vae, text_encoder, tokenizer, scheduler}
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,13 +27,13 @@ from scipy import ndimage
 
 from hypir_core.cache import cache_dir
 from hypir_core.errors import ConfigError, HypirError
-from hypir_core.files import atomic_folder, file_lock
+from hypir_core.files import build_once
 
 if TYPE_CHECKING:
     import torch
 
 DEMO_VERSION = "demo-v1"
-DEMO_PATHS = ("demo://tiny-sd2", "demo://aio/train", "demo://aio/val")
+DEMO_PATHS = ("demo://tiny-sd2", "demo://aio/train", "demo://aio/val", "demo://hq/train.list", "demo://hq/val")
 DEGRADATION_TYPES = ("Blur", "Haze", "Lowlight", "Rain", "Snow")
 # (photo, (left, right) fraction of its width): val regions are never seen by the VAE or the trainer.
 TRAIN_PHOTOS = (("astronaut", (0, 1)), ("rocket", (0, 1)), ("camera", (0, 1)), ("coins", (0, 1)),
@@ -56,6 +58,10 @@ def resolve_path(p: str) -> str:
     root = cache_root()
     if p in ("demo://aio/train", "demo://aio/val"):
         return str(_ensure_built(root / "aio", "dataset", 5, build_demo_dataset) / p.rsplit("/", 1)[1])
+    if p in ("demo://hq/train.list", "demo://hq/val"):
+        aio = _ensure_built(root / "aio", "dataset", 5, build_demo_dataset)
+        return str(_ensure_built(root / "hq", "HQ image list", 1, lambda dest: build_hq_lists(dest, aio))
+                   / p.rsplit("/", 1)[1])
     if p == "demo://tiny-sd2":
         aio = _ensure_built(root / "aio", "dataset", 5, build_demo_dataset)
         return str(_ensure_built(root / "tiny-sd2", "model", 60, lambda dest: build_tiny_sd2(dest, aio)))
@@ -66,26 +72,13 @@ def resolve_path(p: str) -> str:
 
 
 def _ensure_built(dest: Path, what: str, estimate_s: int, build: Callable[[Path], None]) -> Path:
-    """Return dest, building it first into a temporary folder that is renamed into place when complete."""
-    if dest.is_dir():
-        return dest
+    """Return dest, built once (by one of concurrent processes, such as Ray trials) and atomically."""
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        # Concurrent processes (Ray trials) build a demo asset once: the others wait, then use it.
-        with file_lock(dest.parent / f".{dest.name}.lock"):
-            if dest.is_dir():  # another process finished it while we waited
-                return dest
-            print(f"Building the demo {what} (once, ~{estimate_s} s) in {dest}", flush=True)
-            with atomic_folder(dest) as building:
-                build(Path(building))
-                # safetensors writes private files, and caches are shared between users.
-                for path in [Path(building), *Path(building).rglob("*")]:
-                    os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        return build_once(dest, build, f"Building the demo {what} (once, ~{estimate_s} s) in {dest}")
     except OSError as err:
         raise HypirError(
             f"Cannot build the demo {what} in '{dest}': {err}; set HYPIR_SWEEP_CACHE to a writable folder."
         ) from err
-    return dest
 
 
 # ---------------------------------------------------------------- degradations (float32 HxWx3 in [0, 1])
@@ -206,6 +199,16 @@ def build_demo_dataset(dest: Path, seed: int = SEED) -> None:
                 file_name = f"{index:03d}_{name}.png"
                 Image.fromarray(gt).save(gt_dir / file_name)
                 Image.fromarray(np.round(np.clip(lq, 0, 1) * 255).astype(np.uint8)).save(lq_dir / file_name)
+
+
+def build_hq_lists(dest: Path, aio_root: Path) -> None:
+    """The demo AIO set's GT images as HQ-only data: dest/train.list (paths relative to it) and dest/val/."""
+    train = sorted((aio_root / "train").glob("*/GT/*.png"))
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "train.list").write_text("".join(f"../aio/{p.relative_to(aio_root).as_posix()}\n" for p in train))
+    (dest / "val").mkdir()
+    for path in sorted((aio_root / "val").glob("*/GT/*.png")):
+        shutil.copyfile(path, dest / "val" / f"{path.parent.parent.name}_{path.name}")
 
 
 def _load_folder_images(split_dir: Path, pattern: str = "*/*/*.png") -> torch.Tensor:

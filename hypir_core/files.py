@@ -6,6 +6,8 @@
 - ``atomic_folder(path)``: the same for a folder (a checkpoint, a demo asset), for one writer at a time.
 - ``file_lock(path)``: an exclusive lock held across processes and threads (the ``filelock``
   package), re-entrant in the thread that holds it.
+- ``build_once(path, build, announce)``: a shared cache folder (a demo asset, a synthesised validation
+  set) built by one process under the lock, atomically; the others wait and use it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from filelock import FileLock
 
@@ -75,3 +78,24 @@ def file_lock(path: str | os.PathLike, poll_interval: float = 0.05) -> FileLock:
     """
     # thread_local (filelock's default): each thread's hold is its own, so a second thread waits.
     return FileLock(os.fspath(path), is_singleton=True, thread_local=True, poll_interval=poll_interval)
+
+
+def build_once(path: str | os.PathLike, build: Callable[[Path], None], announce: str) -> Path:
+    """Folder ``path``, built first by ``build(folder)`` if missing: by one process at a time (the others wait,
+    then find it built), into a ``.partial`` folder renamed into place when complete, readable by every user
+    (caches are shared). ``announce`` is printed when this process builds it. OSError when it cannot be written.
+    """
+    dest = Path(path)
+    if dest.is_dir():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(dest.parent / f".{dest.name}.lock"):
+        if dest.is_dir():  # another process finished it while we waited
+            return dest
+        print(announce, flush=True)
+        with atomic_folder(dest) as building:
+            build(Path(building))
+            # Some writers (safetensors, mkdtemp) make private files.
+            for item in [Path(building), *Path(building).rglob("*")]:
+                os.chmod(item, 0o755 if item.is_dir() else 0o644)
+    return dest

@@ -91,23 +91,81 @@ def check_discriminator(cfg) -> Check:
 
 def check_data(cfg) -> list[Check]:
     """Training list/folders readable, the validation layout sound (names matched, sizes equal) and every
-    validation image decodable."""
+    validation image decodable (an HQ-only set is synthesised first, once)."""
+    from hypir_core.config_data import has_validation
     from hypir_core.data import build_train_dataset, decode_val_set, scan_val_set
 
     checks = []
+    hq_only = cfg.data_config.train.dataset.kind == "realesrgan"
     try:
         dataset = build_train_dataset(cfg.data_config.train, skip_bad_images=cfg.skip_bad_images)
-        checks.append(Check("training data", True, f"{len(dataset)} pairs"))
+        checks.append(Check("training data", True, f"{len(dataset)} {'HQ images' if hq_only else 'pairs'}"))
     except HypirError as exc:
         checks.append(Check("training data", False, str(exc)))
+    if not has_validation(cfg.data_config.val):
+        checks.append(Check("validation data", True, "none: the run reports no val/Final_Score and writes only its "
+                                                     "final weights (a sweep needs data_config.val.val_dir or hq_dir)"))
+        return checks
     try:
-        pairs = scan_val_set(cfg.data_config.val)  # also checks LQ/GT sizes
+        pairs = scan_val_set(cfg.data_config.val)  # also checks LQ/GT sizes; synthesises an HQ-only set once
         decode_val_set(pairs)  # a truncated file is named here, not after the models have loaded
         types = sorted({p.degradation_type for p in pairs})
-        checks.append(Check("validation data", True, f"{len(pairs)} pairs over {', '.join(types)}, all decoded"))
+        where = f", synthesised once into {os.path.dirname(os.path.dirname(pairs[0].lq_path))}" \
+            if cfg.data_config.val.hq_dir is not None else ""
+        checks.append(Check("validation data", True, f"{len(pairs)} pairs over {', '.join(types)}{where}, all decoded"))
     except HypirError as exc:
         checks.append(Check("validation data", False, str(exc)))
     return checks
+
+
+def check_todo(cfg) -> Check:
+    """Values still "TODO" (upstream's config ships its paths so): each must be filled in before a run."""
+    from hypir_core.config import config_to_dict
+
+    def todo_keys(node, prefix=""):
+        if isinstance(node, dict):
+            return [key for k, v in node.items() for key in todo_keys(v, f"{prefix}{k}.")]
+        return [prefix[:-1]] if isinstance(node, str) and node.strip().upper() == "TODO" else []
+
+    keys = todo_keys(config_to_dict(cfg))
+    if keys:
+        return Check("config", False, f"still TODO: {', '.join(keys)}; fill them in (in the file, or as key=value "
+                                      "overrides).")
+    return Check("config", True, "no TODO values")
+
+
+PREVIEW_FILE = "degradation_preview.png"
+
+
+def preview_degradations(cfg, count: int = 4) -> tuple[str, int] | None:
+    """For HQ-only data: write ``<output_dir>/degradation_preview.png``, rows of training target | degraded LQ for
+    the first ``count`` images of the training order at the configured settings; returns (path, rows), or None
+    for paired data. The pool is left out, so each row is one image's own pair."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from hypir_core.data import build_train_dataset, train_batches
+    from hypir_core.degradation.transform import RealESRGANBatchTransform
+
+    train = cfg.data_config.train
+    if train.dataset.kind != "realesrgan":
+        return None
+    dataset = build_train_dataset(train, skip_bad_images=True)
+    order = SimpleNamespace(batch_size=min(count, len(dataset)), dataloader_num_workers=0)
+    batch = next(train_batches(dataset, order, cfg.seed, SimpleNamespace(epoch=0, batches_in_epoch=0,
+                                                                          skipped_images=0)))
+    params = dataclasses.replace(train.batch_transform.params, queue_size=0)
+    pairs = RealESRGANBatchTransform(params, cfg.seed, "cpu")(batch, step=1, slot=0)
+    rows = torch.cat([pairs["GT"], pairs["LQ"]], dim=-1)  # each row: target | LQ, side by side
+    grid = (torch.cat(list(rows), dim=-2).permute(1, 2, 0) * 255).round().clamp(0, 255).byte().numpy()
+    os.makedirs(cfg.output_dir, exist_ok=True)
+    path = os.path.join(cfg.output_dir, PREVIEW_FILE)
+    Image.fromarray(np.ascontiguousarray(grid)).save(path)
+    return path, len(rows)
 
 
 def check_speed(cfg, device: str | None = None, gpu_share: float | None = None) -> list[Check]:
@@ -128,5 +186,5 @@ def check_speed(cfg, device: str | None = None, gpu_share: float | None = None) 
 
 def preflight(cfg, device: str | None = None, gpu_share: float | None = None) -> list[Check]:
     """Every check a run needs before it starts, and the speed settings it will choose."""
-    return [check_model(cfg.base_model_path), *check_data(cfg), check_lpips(cfg), check_discriminator(cfg),
-            *check_speed(cfg, device, gpu_share)]
+    return [check_todo(cfg), check_model(cfg.base_model_path), *check_data(cfg), check_lpips(cfg),
+            check_discriminator(cfg), *check_speed(cfg, device, gpu_share)]

@@ -69,7 +69,8 @@ def values_at(cfg, step: int) -> dict[str, Any]:
 
 
 def read(cfg, dotted: str) -> Any:
+    """The value of dotted key ``a.b.c`` in a config; a number after a list names its element (``noise_range.1``)."""
     node = cfg
     for part in dotted.split("."):
-        node = getattr(node, part)
+        node = node[int(part)] if isinstance(node, list) and part.isdigit() else getattr(node, part)
     return node

@@ -7,18 +7,21 @@ import os
 
 import yaml
 from rich.console import Console
+from rich.markup import escape  # details hold text like '.[openclip]' that is no markup
 from rich.table import Table
 
 from hypir_core.config import config_to_dict, load_config
 from hypir_core.errors import HypirError
-from hypir_core.preflight import preflight
+from hypir_core.preflight import preflight, preview_degradations
 from hypir_core.reporting import JsonSummaryReporter
 
 console = Console(highlight=False, soft_wrap=True)  # paths and commands stay on one line, ready to copy
 
 
 def dry_run(config_path: str, overrides: list[str]) -> int:
-    """Validate config, data, model and weights availability; print the resolved config. Trains nothing."""
+    """Validate config, data, model and weights availability; print the resolved config. Trains nothing.
+
+    For HQ-only data it also writes a PNG of degraded pairs at the configured settings and says where."""
     cfg = load_config(config_path, overrides)
     console.print(f"[bold]Resolved config[/bold] ({cfg.source}, experiment '{cfg.name}'):")
     console.print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False).rstrip())
@@ -27,9 +30,19 @@ def dry_run(config_path: str, overrides: list[str]) -> int:
         table.add_column(column, overflow="fold")
     checks = preflight(cfg)
     for check in checks:
-        table.add_row(check.name, "[green]ok[/green]" if check.ok else "[red]FAILED[/red]", check.detail)
+        table.add_row(check.name, "[green]ok[/green]" if check.ok else "[red]FAILED[/red]", escape(check.detail))
     console.print(table)
     failed = [c for c in checks if not c.ok]
+    if all(c.ok for c in checks if c.name == "training data"):
+        try:
+            shown = preview_degradations(cfg)
+        except (HypirError, OSError) as exc:
+            failed.append(exc)
+            console.print(f"[red]Could not write the degradation preview:[/red] {escape(str(exc))}")
+        else:
+            if shown is not None:
+                console.print(f"Degraded training pairs at the configured settings ({shown[1]} rows of target | LQ): "
+                              f"{escape(shown[0])}")
     console.print("[red]Dry run found problems.[/red]" if failed else "[green]Ready to train.[/green]")
     return 2 if failed else 0
 

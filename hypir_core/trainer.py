@@ -30,7 +30,9 @@ from tqdm.auto import tqdm
 from hypir_core import checkpoint as ckpt
 from hypir_core import faults, fork, schedule, speed
 from hypir_core.config import Config, config_to_dict
+from hypir_core.config_data import has_validation
 from hypir_core.data import build_train_dataset, scan_val_set, train_batches
+from hypir_core.degradation.transform import build_batch_transform
 from hypir_core.discriminator import Discriminator
 from hypir_core.ema import LoraEMA
 from hypir_core.errors import OOM_ADVICE, WeightsError
@@ -86,7 +88,12 @@ class _Run:
                                                                           torch.float32)
         # Data first: a bad path or layout fails in seconds, before any weights load.
         self.dataset = build_train_dataset(cfg.data_config.train, skip_bad_images=cfg.skip_bad_images)
-        val_pairs = scan_val_set(cfg.data_config.val)
+        # HQ-only data: Real-ESRGAN's degradation on the device, its pair pool saved in every checkpoint.
+        self.degrader = build_batch_transform(cfg.data_config.train, cfg.seed, self.device)
+        val_pairs = scan_val_set(cfg.data_config.val) if has_validation(cfg.data_config.val) else None
+        if val_pairs is None:
+            logger.warning("No validation set (data_config.val.val_dir or hq_dir): the run reports no scores and "
+                           "writes only its final weights.")
         # Gradient checkpointing and torch.compile: each forced by its key, or chosen here (hypir_core/speed.py).
         self.speed = speed.plan(cfg, self.device)
         for line in self.speed.lines():
@@ -102,8 +109,9 @@ class _Run:
         self.hyper: dict = {}  # the schedule's values in effect (learning rates, loss weights, ...)
         self.apply_schedule(1)
         # The generator autocasts its UNet itself (unet_autocast), so validation needs no outer autocast.
-        self.validator = Validator(cfg.data_config.val, self.generator,
-                                   QualityMetrics(self.device, cfg.lpips_weights), self.device, pairs=val_pairs)
+        self.validator = None if val_pairs is None else Validator(
+            cfg.data_config.val, self.generator, QualityMetrics(self.device, cfg.lpips_weights), self.device,
+            pairs=val_pairs)
         if self.speed.compile:
             self.compile_regions()
         self.progress = ckpt.TrainProgress()
@@ -146,7 +154,7 @@ class _Run:
 
     def compile_regions(self) -> list[torch.nn.Module]:
         """torch.compile UNet blocks, VAE, discriminator backbone and both LPIPS networks, in place."""
-        lpips = [self.loss_fn.lpips, self.validator.metrics.lpips]
+        lpips = [self.loss_fn.lpips] + ([self.validator.metrics.lpips] if self.validator is not None else [])
         return speed.compile_regions(self.generator, self.D.backbone, lpips)
 
     # ---- data ----------------------------------------------------------------------------------
@@ -170,14 +178,14 @@ class _Run:
         """
         mark = mark or (lambda stage: None)
         accum = self.cfg.gradient_accumulation_steps
-        g_batches = [self.prepare_micro_batch(next(data)) for _ in range(accum)]
+        g_batches = [self.prepare_micro_batch(self.degrade(next(data), slot)) for slot in range(accum)]
         mark("prep_G")
         logs = self.generator_step(g_batches, log_grads)
         mark("G")
         if self.ema is not None:
             self.ema.update(self.lora_params)
         mark("EMA")
-        d_batches = [self.prepare_micro_batch(next(data)) for _ in range(accum)]
+        d_batches = [self.prepare_micro_batch(self.degrade(next(data), accum + slot)) for slot in range(accum)]
         mark("prep_D")
         logs.update(self.discriminator_step(d_batches))
         mark("D")
@@ -239,6 +247,10 @@ class _Run:
         self.opt_D.zero_grad(set_to_none=True)
         return sums
 
+    def degrade(self, batch, slot: int):
+        """HQ-only data: the batch's training pairs, drawn from (seed, this step, slot); paired data unchanged."""
+        return batch if self.degrader is None else self.degrader(batch, self.progress.global_step + 1, slot)
+
     def prepare_micro_batch(self, batch) -> dict:
         # Batches come pinned on CUDA (the loader's pin_memory), so the copies need not wait for the GPU.
         lq = (batch["LQ"].to(self.device, non_blocking=True) * 2 - 1).float()
@@ -264,6 +276,8 @@ class _Run:
             self.accelerator.save_state(partial)
             torch.save(lora_state_dict(self.generator.unet), os.path.join(partial, ckpt.LORA_FILE))
             torch.save(self.D.trainable_state_dict(), os.path.join(partial, ckpt.DISC_FILE))
+            if self.degrader is not None:
+                torch.save(self.degrader.state_dict(), os.path.join(partial, ckpt.PAIR_POOL_FILE))
         ckpt.rotate(self.output_dir, self.cfg.checkpoints_total_limit)
         return path
 
@@ -292,9 +306,16 @@ class _Run:
         self.accelerator.load_state(path)
         load_lora_weights(self.generator.unet, os.path.join(path, ckpt.LORA_FILE))
         self.D.load_state_dict(heads, strict=False)
+        if self.degrader is not None:
+            self.degrader.load_state_dict(ckpt.load_pair_pool(path))
         if self.ema is not None and not self.cfg.resume_ema:
             # Restart the average from the resumed weights (HYPIR's restarts from its fresh LoRA: PARITY.md).
             self.ema.reset(self.lora_params)
+
+    def averaged_weights(self) -> dict:
+        """HYPIR-format weights as validation would score them: the EMA's when use_ema, else the trained ones."""
+        with self.ema.swapped_in(self.lora_params) if self.ema is not None else contextlib.nullcontext():
+            return lora_state_dict(self.generator.unet)
 
     def export_weights(self, weights: dict, name: str, round_info: dict | None = None) -> str:
         """Write HYPIR-format weights atomically; ``round_info`` (step, metrics) goes beside them as JSON."""
@@ -374,7 +395,7 @@ def train(config: Config, report: Report | None = None, progress_bar: bool = Tru
             progress.global_step = step
             bar.update(1)
             final = step == cfg.max_train_steps
-            validating = step % cfg.validation_steps == 0 or final
+            validating = run.validator is not None and (step % cfg.validation_steps == 0 or final)
             saving = step % cfg.checkpointing_steps == 0
             logging_images = cfg.log_image_steps > 0 and step % cfg.log_image_steps == 0
             if losses.due(step) or validating or saving or logging_images:
@@ -398,6 +419,8 @@ def train(config: Config, report: Report | None = None, progress_bar: bool = Tru
                 bar.write(f"step {step}: Final_Score {result.metrics[FINAL_SCORE]:.4f} "
                           f"(PSNR {result.metrics['val/PSNR']:.3f}, SSIM {result.metrics['val/SSIM']:.4f}, "
                           f"LPIPS {result.metrics['val/LPIPS']:.4f})")
+            if final and run.validator is None:  # no validation set: the final weights, unscored
+                weights_paths["final"] = run.export_weights(run.averaged_weights(), FINAL_WEIGHTS, {"step": step})
             # Checkpoint after validation so the saved history includes this step's round.
             saved = run.save_checkpoint() if saving else None
             if final:

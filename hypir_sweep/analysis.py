@@ -19,7 +19,8 @@ import pandas as pd
 import yaml
 
 from hypir_core.checkpoint import BEST_WEIGHTS
-from hypir_core.config import DEGRADATION_TYPES, config_from_dict, config_to_dict, validation_rounds
+from hypir_core.config import config_from_dict, config_to_dict, validation_rounds
+from hypir_core.config_data import reported_types
 from hypir_core.errors import OOM_ADVICE, HypirError
 from hypir_core.metrics import FINAL_SCORE
 from hypir_sweep.spec import SPEC_COPY, trial_values
@@ -272,7 +273,7 @@ def leaderboard(sweep: Sweep) -> pd.DataFrame:
 
 
 def _types(sweep: Sweep) -> list[str]:
-    return list(sweep.spec["base_resolved"]["data_config"]["val"].get("degradation_types") or DEGRADATION_TYPES)
+    return reported_types(sweep.spec["base_resolved"]["data_config"]["val"])
 
 
 def best_config(sweep: Sweep, row: TrialRow | None = None, weights_name: str = BEST_WEIGHTS

@@ -18,7 +18,7 @@ import shlex
 import pandas as pd
 import yaml
 
-from hypir_core.config import DEGRADATION_TYPES
+from hypir_core.config_data import reported_types
 from hypir_core.fork import fork_config
 from hypir_core.metrics import final_score
 
@@ -164,4 +164,4 @@ def read_run_final(run_dir: str) -> tuple[dict[str, float], str]:
 
 
 def sweep_types(sweep) -> list[str]:
-    return list(sweep.spec["base_resolved"]["data_config"]["val"].get("degradation_types") or DEGRADATION_TYPES)
+    return reported_types(sweep.spec["base_resolved"]["data_config"]["val"])

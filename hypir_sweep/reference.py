@@ -30,7 +30,8 @@ SCHEMAS = {ROOT / "docs" / "schema" / "config.schema.json": Config,
 INTRO = """# Config and sweep spec reference
 
 Every key of a training config (`configs/*.yaml`) and of a sweep spec (`sweeps/*.yaml`), generated from
-their one declaration (`hypir_core/config.py`, `config_data.py`, `hypir_sweep/spec_schema.py`) by
+their one declaration (`hypir_core/config.py`, `config_data.py`, `config_degradation.py`,
+`hypir_sweep/spec_schema.py`) by
 `python -m hypir_sweep.reference`; a test fails when this file is out of date. Editors complete and check
 both kinds of file through the JSON Schemas in `docs/schema/` (the first line of each shipped YAML names
 its schema). A key left out takes its default; *required* keys have none.

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hypir_core.checkpoint import BEST_WEIGHTS, FINAL_WEIGHTS
+from hypir_core.config_data import reported_types
 from hypir_sweep import front_plots, handoff, pareto, plots
 from hypir_sweep.analysis import (RANK_RULE, STATUS_ORDER, Sweep, baseline_table, cost, importances, leaderboard,
                                   load_sweep, newest_sweep, read_baseline, write_best_config)
@@ -251,7 +252,7 @@ def pareto_section(sweep: Sweep, baselines: list[str], picked, plots_dir: str) -
     shown = _spread(front, picked, 3)
     runs = [(f"{r.trial}{' (picked)' if picked is not None and r.trial == picked.trial else ''}", r.path)
             for r in shown] + [(b["name"], b["dir"]) for b in base_points]
-    for kind in sweep.spec["base_resolved"]["data_config"]["val"].get("degradation_types") or []:
+    for kind in reported_types(sweep.spec["base_resolved"]["data_config"]["val"]):
         image = front_plots.side_by_side(runs, kind, os.path.join(plots_dir, f"compare_{kind}.png"))
         if image:
             figures.append((f"{kind}: picked point, front points and baselines", image,

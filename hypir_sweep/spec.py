@@ -17,6 +17,8 @@ from typing import Any
 
 from hypir_core.config import LOSS_WEIGHTS, Config, config_from_dict, config_to_dict, load_config, parse_override
 from hypir_core.config import read_yaml
+from hypir_core.config_data import has_validation, reported_types
+from hypir_core.config_degradation import is_degradation_setting
 from hypir_core.errors import ConfigError
 from hypir_core.schedule import MUTABLE, flatten, read
 from hypir_core.schema import Int, Number, Source, check, validate
@@ -58,10 +60,12 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
                     f"relative to the spec or the working folder.")
     overrides = override_values(written.overrides, str(base_path))
     base = load_config(base_path, overrides)
+    check_validation(base, base_path, source)
     metric = check_metric("metric", written.metric, base, source)
     objectives = check_objectives(written.objectives, base, source)
     space = tuple(check_param(param, source, base) for param in written.space)
     ties = check_ties(written.ties, space, overrides, base_path, base, source)
+    check_validation_set_fixed([p.key for p in space] + list(ties), base, base_path, source)
     points, labels = warm_start_points(written.search.points_to_evaluate, spec_path, source, space, overrides, ties)
     if written.search.num_samples < len(points):
         source.must_be("search.num_samples", f"at least the {len(points)} points_to_evaluate",
@@ -77,7 +81,8 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
     if spec.scheduler.population_based and spec.remote_storage:
         source.must_be("storage_path", f"a local or shared (NFS) folder for scheduler type {spec.scheduler.type} "
                                        f"(trials copy each other's checkpoints there)", spec.storage_path)
-    return dataclasses.replace(spec, warnings=_zero_loss_warning(spec) + _population_warning(spec))
+    return dataclasses.replace(spec, warnings=_zero_loss_warning(spec) + _population_warning(spec)
+                               + _range_ends_warning(spec))
 
 
 # ---- rules across keys (each names the key it refuses) ----
@@ -105,9 +110,28 @@ def _default_mode(metric: str) -> str:
     return "min" if metric.endswith("LPIPS") else "max"
 
 
+def check_validation(base: Config, base_path: Path, source: Source) -> None:
+    """Trials are ranked and stopped by their validation scores: the base config must name a validation set."""
+    if not has_validation(base.data_config.val):
+        source.fail(f"'base_config' in {source.name} names '{base_path}', which has no validation set, so no trial "
+                    f"would ever report a score to rank or stop it by; set data_config.val.val_dir (LQ/GT pairs) or "
+                    f"data_config.val.hq_dir (HQ images, degraded once) there or in the spec's overrides.")
+
+
+def check_validation_set_fixed(keys: list[str], base: Config, base_path: Path, source: Source) -> None:
+    """Trials that sample a degradation setting are comparable only when they are scored on one validation set."""
+    changed = next((k for k in keys if is_degradation_setting(k)), None)
+    if changed is not None and base.data_config.val.degradation_from_train:
+        source.fail(f"'{changed}' in {source.name} changes the training degradation from trial to trial, but "
+                    f"'{base_path}' degrades its validation images with the training settings "
+                    f"(data_config.val.degradation: train), so trials would not be scored on one set; give "
+                    f"data_config.val.degradation its own mapping (e.g. {{noise_range: [1, 30]}}) there or in the "
+                    f"spec's overrides.")
+
+
 def check_metric(key: str, metric: Any, base: Config, source: Source) -> str:
     """A metric validation reports, per degradation type too."""
-    types = base.data_config.val.degradation_types
+    types = reported_types(base.data_config.val)
     reported = {f"val/{m}" for m in ("PSNR", "SSIM", "LPIPS", "Final_Score")} | {
         f"val/{t}/{m}" for t in types for m in ("PSNR", "SSIM", "LPIPS")}
     if metric not in reported:
@@ -163,12 +187,20 @@ def check_param(param: Param, source: Source, base: Config, prefix: str = "space
         if refusal := _refusal(base, param.key, value, source):
             integer = "must be an integer" in refusal and param.type != "int"
             hint = " Use type: int for an integer key." if integer else ""
+            if param.type != "choice" and _holds_list(base, param.key):
+                hint = f" To search a list, search one of its elements, e.g. {name}.1 (a range's upper end)."
             source.fail(f"{where} allows {value!r}, which the training config refuses: {refusal}{hint}")
-    current = read(base, param.key)
-    if dataclasses.is_dataclass(current) or isinstance(current, list) and param.type != "choice":
+    if dataclasses.is_dataclass(read(base, param.key)):
         source.fail(f"{where} names a section of the training config; search one of its keys, e.g. "
                     f"{name}.<key>.")
     return param
+
+
+def _holds_list(base: Config, dotted: str) -> bool:
+    try:
+        return isinstance(read(base, dotted), list)
+    except (AttributeError, IndexError):  # not a key of the config: the refusal says so
+        return False
 
 
 def _multiple(span: float, q: float) -> bool:
@@ -305,6 +337,19 @@ def _population_warning(spec: SweepSpec) -> tuple[str, ...]:
                 f"{search.max_concurrent_trials} below the population of {search.num_samples}, trials wait and "
                 f"exploit stale states. Raise it to {search.num_samples} (lower resources per trial to fit).",)
     return ()
+
+
+def _range_ends_warning(spec: SweepSpec) -> tuple[str, ...]:
+    """Both ends of one range searched where low can be drawn above high: such trials would be refused."""
+    ends = {p.key: p for p in spec.space if p.type != "choice" and p.key.endswith((".0", ".1"))}
+    warnings = []
+    for key, low in ends.items():
+        high = ends.get(key[:-1] + "1") if key.endswith(".0") else None
+        if high is not None and low.high > high.low:
+            warnings.append(f"In {spec.source} {key} (up to {low.high:g}) can be drawn above {high.key} (from "
+                            f"{high.low:g}); such a trial's range has low > high and ends as 'refused'. Keep the "
+                            f"two spans apart.")
+    return tuple(warnings)
 
 
 def _zero_loss_warning(spec: SweepSpec) -> tuple[str, ...]:

@@ -148,7 +148,8 @@ class Resources:
 class Tracking:
     """Where trials log; each key defaults to the base config's."""
 
-    report_to: Optional[Choice("swanlab", "none")] = key(None, "the tracker (default: the base config's report_to)")
+    report_to: Optional[Choice("swanlab", "tensorboard", "none")] = key(
+        None, "the tracker (default: the base config's report_to; tensorboard: a subfolder per trial)")
     project: Optional[Text()] = key(None, "SwanLab project (default: the base config's swanlab_project)")
     mode: Optional[Choice(*SWANLAB_MODES)] = key(None, "auto, cloud, local or offline (default: the base config's "
                                                        "swanlab_mode)")

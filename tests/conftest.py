@@ -33,6 +33,12 @@ def tiny_overrides(output_dir, **extra) -> list[str]:
     return [f"{k}={v}" for k, v in base.items()]
 
 
+def resumable_scores(rounds: list[dict]) -> list[dict]:
+    """Each round's metrics but the other colour fix's, which a run scores on its final round only (an
+    interrupted attempt's last round has them, the uninterrupted run's same round does not)."""
+    return [{k: v for k, v in r["metrics"].items() if not k.startswith("val/color_fix/")} for r in rounds]
+
+
 @pytest.fixture(scope="session")
 def quickstart_sweep(tmp_path_factory):
     """sweeps/quickstart.yaml run once per test session through launch.py: (sweep folder, the process result)."""

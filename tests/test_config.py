@@ -177,7 +177,7 @@ BAD_CONFIGS = {
     "coeff_t negative": (with_key("coeff_t", -1), ["'coeff_t'", "0..999"]),
     "ema_decay of 1": (with_key("ema_decay", 1.0), ["'ema_decay'", "a number in [0, 1)", "1.0 (float)"]),
     "mixed precision": (with_key("mixed_precision", "fp8"), ["'mixed_precision'", "one of no, fp16, bf16", "'fp8'"]),
-    "report_to": (with_key("report_to", "wandb"), ["'report_to'", "one of swanlab, none", "'wandb'"]),
+    "report_to": (with_key("report_to", "wandb"), ["'report_to'", "one of swanlab, tensorboard, none", "'wandb'"]),
     "string for bool": (with_key("use_ema", "true"), ["'use_ema'", "true or false", "'true' (str)"]),
     "zero lr": (with_key("lr_G", 0), ["'lr_G'", "a number > 0"]),
     "opt_kwargs key": (with_key("opt_kwargs.momentum", 0.9),
@@ -222,19 +222,6 @@ def test_missing_file_invalid_yaml_and_non_mapping(tmp_path):
     assert "top level of" in message and "mapping of config keys" in message and "['a', 'b'] (list)" in message
     message = error_of(write(tmp_path, "# nothing yet\n"))
     assert "bad.yaml' is empty" in message
-
-
-def test_realesrgan_targets_are_refused_as_not_supported_yet(tmp_path):
-    upstream = with_key("data_config.train.dataset", {"target": "HYPIR.dataset.realesrgan.RealESRGANDataset",
-                                                      "params": {"out_size": 512}})
-    message = error_of(write(tmp_path, upstream))
-    assert "'data_config.train.dataset.target'" in message and "RealESRGANDataset" in message
-    assert "on-the-fly degradation is not supported yet" in message
-    assert "paired list" in message and "AIO folder" in message
-    transform = with_key("data_config.train.batch_transform",
-                         {"target": "HYPIR.dataset.batch_transform.RealESRGANBatchTransform", "params": {}})
-    message = error_of(write(tmp_path, transform))
-    assert "'data_config.train.batch_transform.target'" in message and "not supported yet" in message
 
 
 def test_unknown_target_lists_known_names_and_is_never_imported(tmp_path):

@@ -220,3 +220,73 @@ def test_overrides_given_as_texts_or_as_a_mapping_make_the_same_base(tmp_path):
     assert texts.base == mapping.base and mapping.base.opt_kwargs.weight_decay == 0.001
     assert mapping.overrides == {"max_train_steps": 30, "validation_steps": 10, "opt_kwargs.weight_decay": 0.001}
     assert mapping.max_rounds == 3
+
+
+TINY_HQ = str(ROOT / "configs" / "tiny_realesrgan.yaml")
+NOISE = "data_config.train.batch_transform.params.noise_range"
+
+
+def hq_spec(tmp_path, space, **fields) -> Path:
+    return write_spec(tmp_path, base_config=TINY_HQ, space=space, **fields)
+
+
+def test_one_end_of_a_degradation_range_is_searched_with_its_bounds_checked(tmp_path):
+    spec = load_spec(hq_spec(tmp_path, {f"{NOISE}.1": {"type": "uniform", "low": 5, "high": 40},
+                                        "data_config.train.batch_transform.params.gaussian_noise_prob": {
+                                            "type": "uniform", "low": 0.2, "high": 0.9}},
+                             metric="val/RealESRGAN/PSNR"))
+    assert sorted(p.key for p in spec.space) == ["data_config.train.batch_transform.params.gaussian_noise_prob",
+                                                 f"{NOISE}.1"]
+    trial = spec.trial_config({f"{NOISE}.1": 17.5, "data_config.train.batch_transform.params.gaussian_noise_prob": 0.3},
+                              str(tmp_path / "trial"), name="t-1")
+    assert trial.data_config.train.batch_transform.params.noise_range == [1, 17.5]
+    assert trial.data_config.val.degradation == spec.base.data_config.val.degradation  # its own, fixed set
+    assert spec.warnings == ()
+
+
+@pytest.mark.parametrize("space, expected", [
+    ({f"{NOISE}.1": {"type": "uniform", "low": 0.5, "high": 40}}, "low <= high"),  # below the lower end, 1
+    ({f"{NOISE}.2": {"type": "uniform", "low": 5, "high": 40}}, "has 2 elements"),
+    ({NOISE: {"type": "uniform", "low": 5, "high": 40}}, f"search one of its elements, e.g. space.{NOISE}.1"),
+    ({"data_config.train.batch_transform.params.gaussian_noise_prob": {"type": "uniform", "low": 0, "high": 2}},
+     "a number in [0, 1]"),
+    ({"data_config.train.batch_transform.params.noise_rang.1": {"type": "uniform", "low": 5, "high": 40}},
+     "did you mean"),
+    ({"lambda_gan.1": {"type": "uniform", "low": 0.1, "high": 0.5}}, "not a list"),
+])
+def test_bad_degradation_space_keys_and_bounds_are_one_sentence(tmp_path, space, expected):
+    with pytest.raises(SpecError) as info:
+        load_spec(hq_spec(tmp_path, space))
+    message = str(info.value)
+    assert expected in message and "\n" not in message and "spec.yaml" in message
+
+
+def test_a_sweep_without_a_validation_set_is_refused(tmp_path):
+    upstream = str(ROOT / "configs" / "sd2_train_upstream.yaml")  # upstream has no validation
+    overrides = {"data_config.train.dataset.params.file_meta.file_list": "demo://hq/train.list"}
+    with pytest.raises(SpecError) as info:
+        load_spec(write_spec(tmp_path, base_config=upstream, overrides=overrides))
+    assert "has no validation set, so no trial would ever report a score" in str(info.value)
+    assert "data_config.val.hq_dir" in str(info.value) and "\n" not in str(info.value)
+    load_spec(write_spec(tmp_path, base_config=upstream, overrides={**overrides, "data_config.val.hq_dir":
+                                                                    "demo://hq/val"}))
+
+
+def test_a_validation_set_degraded_like_training_is_refused_when_trials_change_the_degradation(tmp_path):
+    follows = {"max_train_steps": 30, "validation_steps": 10, "data_config.val.degradation": "train"}
+    with pytest.raises(SpecError) as info:
+        load_spec(hq_spec(tmp_path, {f"{NOISE}.1": {"type": "uniform", "low": 5, "high": 40}}, overrides=follows))
+    message = str(info.value)
+    assert f"'{NOISE}.1'" in message and "would not be scored on one set" in message
+    assert "give data_config.val.degradation its own mapping" in message
+    # A space that leaves the degradation alone keeps every trial on one set: fine.
+    load_spec(hq_spec(tmp_path, {"lr_G": {"type": "loguniform", "low": 1e-4, "high": 1e-3}}, overrides=follows))
+
+
+def test_both_ends_of_one_range_searched_overlapping_are_warned(tmp_path):
+    ends = {f"{NOISE}.0": {"type": "uniform", "low": 1, "high": 10}, f"{NOISE}.1": {"type": "uniform", "low": 5,
+                                                                                     "high": 40}}
+    (warning,) = load_spec(hq_spec(tmp_path, ends)).warnings
+    assert f"{NOISE}.0 (up to 10) can be drawn above {NOISE}.1 (from 5)" in warning
+    apart = {**ends, f"{NOISE}.0": {"type": "uniform", "low": 1, "high": 5}}
+    assert load_spec(hq_spec(tmp_path, apart)).warnings == ()

@@ -81,6 +81,23 @@ def test_report_to_none_records_nothing(tmp_path):
     assert not (tmp_path / "logs").exists()
 
 
+def test_tensorboard_runs_of_a_sweep_each_get_their_own_folder(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logs = tmp_path / "swanlog"  # the one folder a sweep's trials log to
+    for trial, loss in (("sweep-t1", 1.0), ("sweep-t2", 2.0)):
+        with make_tracker("tensorboard", "p", trial, str(logs), {"api_key": SECRET}, group="sweep") as tracker:
+            tracker.log({"loss/G_total": loss}, step=1)
+    single = make_tracker("tensorboard", "p", "run", str(tmp_path / "run" / "logs"), {})
+    single.log({"loss/G_total": 3.0}, step=1)
+    single.finish()
+    found = {events.parent.name: EventAccumulator(str(events)).Reload()
+             for events in tmp_path.rglob("events.out.tfevents.*")}
+    assert sorted(found) == ["logs", "sweep-t1", "sweep-t2"]  # a single run writes into its logging_dir itself
+    assert [e.value for e in found["sweep-t2"].Scalars("loss/G_total")] == [2.0]
+    assert SECRET not in str(found["sweep-t1"].Tensors("config/text_summary"))
+
+
 def test_unknown_report_to_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="report_to: 'wandb'"):
         make_tracker("wandb", "HYPIR-training", "exp", str(tmp_path), {})

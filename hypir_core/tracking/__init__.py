@@ -1,7 +1,8 @@
 """Experiment tracking behind one small interface; SwanLab is imported only in this package.
 
 `make_tracker(report_to, ...)` returns a `Tracker` with `log`, `log_images` and
-`finish`. `report_to: none` gives a `NullTracker`. `report_to: swanlab` logs in one of
+`finish`. `report_to: none` gives a `NullTracker`; `report_to: tensorboard` (upstream HYPIR's)
+TensorBoard event files under `logdir`. `report_to: swanlab` logs in one of
 SwanLab's modes: cloud (an API key is configured: env `SWANLAB_API_KEY` or a saved
 `swanlab login`), local (runs under `logdir` shown by `swanlab watch <logdir>`; needs
 the dashboard extra) or offline (runs under `logdir` to upload later with
@@ -20,9 +21,9 @@ once per kind and otherwise ignored. Config keys that look like credentials are
 redacted before SwanLab sees the config, and the API key is never printed.
 
 Modules, one job each: `_tracker` (the interface), `_swanlab` (the SwanLab adapter and
-`make_tracker`), `_writes` (records not yet written, for `flush`), `_secrets` (redaction),
-`_modes` (mode choice, project names, the sync/watch commands), `_local` (the folder lock
-around SwanLab's local-mode dashboard writes).
+`make_tracker`), `_tensorboard` (the TensorBoard adapter), `_writes` (records not yet written, for
+`flush`), `_secrets` (redaction), `_modes` (mode choice, project names, the sync/watch commands),
+`_local` (the folder lock around SwanLab's local-mode dashboard writes).
 """
 
 from hypir_core.tracking._local import DASHBOARD_DB

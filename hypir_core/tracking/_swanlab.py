@@ -23,7 +23,7 @@ from hypir_core.quiet import verbose
 from hypir_core.tracking._local import LocalDashboard, swanlab_color
 from hypir_core.tracking._modes import PROJECT_NAME, detect_swanlab_mode, swanlab_settings, sync_command, watch_command
 from hypir_core.tracking._secrets import one_line, scrub_secrets, secret_values
-from hypir_core.tracking._tracker import NullTracker, Tracker
+from hypir_core.tracking._tracker import NullTracker, Tracker, checked_image, warn
 from hypir_core.tracking._writes import WriteCounter, write_watcher
 
 # SwanLab's finish states, plus the words a trainer or scheduler might use for them.
@@ -42,10 +42,6 @@ _FINISH_STATES = {
 
 def _say(message: str) -> None:
     print(message, file=sys.stdout, flush=True)
-
-
-def _warn(message: str) -> None:
-    print(f"WARNING: {message}", file=sys.stderr, flush=True)
 
 
 class SwanLabTracker(Tracker):
@@ -67,7 +63,7 @@ class SwanLabTracker(Tracker):
         if kind in self._warned:
             return
         self._warned.add(kind)
-        _warn(
+        warn(
             f"SwanLab {kind} failed ({one_line(reason, self._secrets)}); training continues, "
             f"later {kind} failures are not shown."
         )
@@ -105,7 +101,7 @@ class SwanLabTracker(Tracker):
             payload: dict[str, Any] = {}
             for key, value in images.items():
                 arrays = value if isinstance(value, (list, tuple)) else [value]
-                converted = [self._swanlab.Image(_check_image(key, a), caption=caption) for a in arrays]
+                converted = [self._swanlab.Image(checked_image(key, a), caption=caption) for a in arrays]
                 payload[key] = converted if isinstance(value, (list, tuple)) else converted[0]
             self._run.log(payload, step=int(step))
             self._writes.logged(len(payload))  # one media record per key
@@ -174,13 +170,6 @@ def _print_nothing(*args: Any, **kwargs: Any) -> None:
     return None
 
 
-def _check_image(key: str, array: Any) -> np.ndarray:
-    array = np.asarray(array)
-    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3 or 0 in array.shape:
-        raise ValueError(f"image {key!r} must be a uint8 HxWx3 array, got {array.dtype} {array.shape}")
-    return array
-
-
 def make_tracker(
     report_to: str,
     project: str,
@@ -193,8 +182,9 @@ def make_tracker(
 ) -> Tracker:
     """Start a tracker for one training run.
 
-    report_to "none" gives a NullTracker; "swanlab" a SwanLab run named
-    `experiment_name` in `project` (and `group`, `tags`) in SwanLab `mode` (the
+    report_to "none" gives a NullTracker; "tensorboard" event files under `logdir`
+    (`logdir/<experiment_name>` for a run of a `group`: a sweep's trials share `logdir`);
+    "swanlab" a SwanLab run named `experiment_name` in `project` (and `group`, `tags`) in SwanLab `mode` (the
     config's swanlab_mode, see `detect_swanlab_mode`): cloud, or under `logdir` in
     local or offline mode. Runs of several processes may share one `logdir`. If
     SwanLab cannot start, one warning line says why and a NullTracker is returned;
@@ -202,8 +192,12 @@ def make_tracker(
     """
     if report_to == "none":
         return NullTracker()
+    if report_to == "tensorboard":
+        from hypir_core.tracking._tensorboard import start_tensorboard
+
+        return start_tensorboard(Path(logdir) / experiment_name if group else Path(logdir), experiment_name, config)
     if report_to != "swanlab":
-        raise ConfigError(f"report_to: {report_to!r} is not supported; use 'swanlab' or 'none'.")
+        raise ConfigError(f"report_to: {report_to!r} is not supported; use 'swanlab', 'tensorboard' or 'none'.")
     secrets = secret_values(config)
     if os.environ.get("SWANLAB_API_KEY"):
         secrets.add(os.environ["SWANLAB_API_KEY"])
@@ -216,20 +210,20 @@ def make_tracker(
         requested = mode
         mode, reason = detect_swanlab_mode(requested)
         if requested != "auto" and mode not in (requested, "disabled"):
-            _warn(f"SwanLab {requested} mode cannot be used here: {reason}; logging {mode} instead.")
+            warn(f"SwanLab {requested} mode cannot be used here: {reason}; logging {mode} instead.")
         if mode == "disabled":
             _say(f"SwanLab tracking is off: {reason}.")
             return NullTracker()
         if not PROJECT_NAME.match(project or ""):
             fixed = re.sub(r"[^0-9A-Za-z_\-+.]", "-", project or "hypir")[:100] or "hypir"
-            _warn(f"swanlab_project {project!r} has characters SwanLab does not allow; using {fixed!r}.")
+            warn(f"swanlab_project {project!r} has characters SwanLab does not allow; using {fixed!r}.")
             project = fixed
         safe_config = scrub_secrets(config, secrets)
         return _start_swanlab(
             swanlab, mode, reason, project, experiment_name, Path(logdir).absolute(), safe_config, group, tags, secrets
         )
     except Exception as exc:  # noqa: BLE001 - tracking must never stop training
-        _warn(
+        warn(
             f"SwanLab tracker could not start ({one_line(f'{type(exc).__name__}: {exc}', secrets)}); "
             "training continues without tracking."
         )
@@ -250,7 +244,7 @@ def _start_swanlab(
 ) -> SwanLabTracker:
     if swanlab.has_run():
         # One SwanLab run per process: a run left open by an earlier crashed trial blocks init.
-        _warn("an earlier SwanLab run in this process was never finished; closing it as 'crashed'.")
+        warn("an earlier SwanLab run in this process was never finished; closing it as 'crashed'.")
         with swanlab_banner_hidden():
             swanlab.get_run().finish(state="crashed", error="a new run started before this one was finished")
     if mode == "cloud":
@@ -258,7 +252,7 @@ def _start_swanlab(
             # Log in before init so a failed login leaves no half-made run folder behind.
             swanlab.login()
         except Exception as exc:  # noqa: BLE001 - fall back to offline, keep the data
-            _warn(
+            warn(
                 f"SwanLab cloud login failed ({one_line(f'{type(exc).__name__}: {exc}', secrets)}); "
                 "logging offline instead."
             )
@@ -290,7 +284,7 @@ def _start_swanlab(
         _say(f"SwanLab run page: {tracker.url}")
     elif mode == "local":
         if local.error is not None:
-            _warn(
+            warn(
                 f"SwanLab's local dashboard {one_line(local.error, secrets)}; "
                 f"metrics are still logged to {tracker.run_dir}."
             )

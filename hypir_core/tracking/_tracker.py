@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr (trackers warn; they never stop training)."""
+    print(f"WARNING: {message}", file=sys.stderr, flush=True)
+
+
+def checked_image(key: str, array: Any) -> np.ndarray:
+    """``array`` as a uint8 HxWx3 image, or a ValueError naming ``key``."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3 or 0 in array.shape:
+        raise ValueError(f"image {key!r} must be a uint8 HxWx3 array, got {array.dtype} {array.shape}")
+    return array
 
 
 class Tracker:
