@@ -239,10 +239,11 @@ def _write_record(out_root: Path, spec: ModelSpec, settings: RestoreSettings, pr
 
 def print_run(run: RestoreRun, output_dir: str) -> None:
     """Where the images went, seconds per image, and with --gt the per-type scores as a table."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False, soft_wrap=True)
+    from hypir_core.terminal import make_console
+
+    console = make_console()
     if run.per_type:
         table = Table(title="Restored images against their GT (metrics.csv, metrics_per_type.csv)")
         for column in ("type", "images", "PSNR", "SSIM", "LPIPS", "Final_Score"):

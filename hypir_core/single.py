@@ -6,16 +6,16 @@ import logging
 import os
 
 import yaml
-from rich.console import Console
-from rich.markup import escape  # details hold text like '.[openclip]' that is no markup
 from rich.table import Table
+from rich.text import Text
 
 from hypir_core.config import config_to_dict, load_config
 from hypir_core.errors import HypirError
 from hypir_core.preflight import preflight, preview_degradations
 from hypir_core.reporting import JsonSummaryReporter
+from hypir_core.terminal import BAD, OK, WARN, make_console, status_cell
 
-console = Console(highlight=False, soft_wrap=True)  # paths and commands stay on one line, ready to copy
+console = make_console()
 
 
 def dry_run(config_path: str, overrides: list[str]) -> int:
@@ -23,14 +23,14 @@ def dry_run(config_path: str, overrides: list[str]) -> int:
 
     For HQ-only data it also writes a PNG of degraded pairs at the configured settings and says where."""
     cfg = load_config(config_path, overrides)
-    console.print(f"[bold]Resolved config[/bold] ({cfg.source}, experiment '{cfg.name}'):")
+    console.print(f"Resolved config ({cfg.source}, experiment '{cfg.name}'):", style="bold")
     console.print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False).rstrip())
     table = Table(title="Preflight checks")
     for column in ("check", "status", "detail"):
         table.add_column(column, overflow="fold")
     checks = preflight(cfg)
     for check in checks:
-        table.add_row(check.name, "[green]ok[/green]" if check.ok else "[red]FAILED[/red]", escape(check.detail))
+        table.add_row(check.name, Text(*status_cell(check.ok)), check.detail)
     console.print(table)
     failed = [c for c in checks if not c.ok]
     if all(c.ok for c in checks if c.name == "training data"):
@@ -38,12 +38,12 @@ def dry_run(config_path: str, overrides: list[str]) -> int:
             shown = preview_degradations(cfg)
         except (HypirError, OSError) as exc:
             failed.append(exc)
-            console.print(f"[red]Could not write the degradation preview:[/red] {escape(str(exc))}")
+            console.print(f"Could not write the degradation preview: {exc}", style=BAD)
         else:
             if shown is not None:
                 console.print(f"Degraded training pairs at the configured settings ({shown[1]} rows of target | LQ): "
-                              f"{escape(shown[0])}")
-    console.print("[red]Dry run found problems.[/red]" if failed else "[green]Ready to train.[/green]")
+                              f"{shown[0]}")
+    console.print("Dry run found problems." if failed else "Ready to train.", style=BAD if failed else OK)
     return 2 if failed else 0
 
 
@@ -60,7 +60,7 @@ def run_single(config_path: str, overrides: list[str], progress_bar: bool = True
         summary = train(cfg, reporter, progress_bar=progress_bar)
     except KeyboardInterrupt:
         reporter.finish("interrupted")
-        console.print("[yellow]Interrupted.[/yellow] Resume with resume_from_checkpoint=latest.")
+        console.print("Interrupted. Resume with resume_from_checkpoint=latest.", style=WARN)
         return 130
     except HypirError as exc:
         reporter.finish(f"failed: {exc}")
@@ -91,4 +91,4 @@ def print_summary(summary) -> None:
         console.print(f"{kind} weights (HYPIR format): {path}")
     console.print(f"summary: {os.path.join(summary.output_dir, 'summary.json')}")
     if summary.skipped_images:
-        console.print(f"[yellow]{summary.skipped_images} unreadable training images were skipped.[/yellow]")
+        console.print(f"{summary.skipped_images} unreadable training images were skipped.", style=WARN)
