@@ -61,7 +61,9 @@ def load_sd2(base_model_path: str, weight_dtype: torch.dtype = torch.float32,
     from transformers import CLIPTextModel, CLIPTokenizer
 
     from hypir_core.demo import resolve_path
+    from hypir_core.quiet import hide_weight_loading_bars
 
+    hide_weight_loading_bars()  # transformers draws one per model loaded: noise in every trial's log
     if base_model_path == RANDOM_SD2_BASE:
         parts = _random_sd2_base()
     else:

@@ -111,7 +111,7 @@ class _Run:
         # The generator autocasts its UNet itself (unet_autocast), so validation needs no outer autocast.
         self.validator = None if val_pairs is None else Validator(
             cfg.data_config.val, self.generator, QualityMetrics(self.device, cfg.lpips_weights), self.device,
-            pairs=val_pairs)
+            pairs=val_pairs, progress_bar=progress_bar)
         if self.speed.compile:
             self.compile_regions()
         self.progress = ckpt.TrainProgress()

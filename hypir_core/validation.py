@@ -80,7 +80,8 @@ class ValidationResult:
 class Validator:
     """Holds the cached validation set and scores a generator on it."""
 
-    def __init__(self, val_cfg, generator, metrics, device, autocast=contextlib.nullcontext, pairs=None):
+    def __init__(self, val_cfg, generator, metrics, device, autocast=contextlib.nullcontext, pairs=None,
+                 progress_bar: bool = True):
         self.generator, self.metrics, self.device, self.autocast = generator, metrics, device, autocast
         self.quantize = val_cfg.quantize
         self.batch_size = val_cfg.batch_size
@@ -90,7 +91,8 @@ class Validator:
                                                          "stride": "data_config.val.tile_stride"})
         self.pairs = scan_val_set(val_cfg) if pairs is None else pairs
         self._check_fits(self.pairs)
-        self.images = [self._load(pair) for pair in tqdm(self.pairs, desc="Caching validation set", leave=False)]
+        self.images = [self._load(pair) for pair in tqdm(self.pairs, desc="Caching validation set", leave=False,
+                                                                  disable=not progress_bar)]
         with torch.no_grad():
             self.text_embed = generator.encode_prompt([val_cfg.prompt])
         self.lpips_references: dict[int, list[torch.Tensor]] = {}  # first index of a batch -> GT features
