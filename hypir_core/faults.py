@@ -12,6 +12,7 @@ at the named global step, in whichever run or trial gets there first:
 | ``kill-driver``            | at the start of that step, in a sweep trial   | SIGKILL of the sweep's driver       |
 | ``kill-driver-persisting`` | as a trial hands that step's checkpoint to Tune | SIGKILL of the sweep's driver     |
 | ``kill-driver-pruned``     | once the study records a trial stopped early at that step | SIGKILL of the driver |
+| ``slow-end``               | as a sweep trial that Tune stopped at that step ends | it takes 30 s more to end |
 
 "Once" is recorded as a marker file in ``HYPIR_SWEEP_FAULT_DIR`` (a sweep sets it to its own
 folder, a single run uses its ``output_dir``), so a retried trial or a resumed sweep does not meet
@@ -25,9 +26,11 @@ import os
 import signal
 
 ENV, DIR_ENV, DRIVER_ENV = "HYPIR_SWEEP_FAULT", "HYPIR_SWEEP_FAULT_DIR", "HYPIR_SWEEP_DRIVER_PID"
-FAULTS = ("oom", "error", "enospc", "kill-trial", "kill-driver", "kill-driver-persisting", "kill-driver-pruned")
+FAULTS = ("oom", "error", "enospc", "kill-trial", "kill-driver", "kill-driver-persisting", "kill-driver-pruned",
+          "slow-end")
+SLOW_END_S = 30.0
 _AT = {"step": ("oom", "error", "kill-trial", "kill-driver"), "checkpoint": ("enospc",),
-       "report": ("kill-driver-persisting",), "pruned": ("kill-driver-pruned",)}
+       "report": ("kill-driver-persisting",), "pruned": ("kill-driver-pruned",), "stopped": ("slow-end",)}
 
 
 def planned() -> dict[str, set[int]]:
@@ -54,7 +57,8 @@ def _claim(fault: str, step: int, default_dir: str | None) -> bool:
 
 
 def fire(point: str, step: int, default_dir: str | None = None, path: str = "") -> None:
-    """Raise or kill as planned for ``point`` ("step", "checkpoint", "report" or "pruned") at ``step``; else nothing.
+    """Raise, kill or stall as planned for ``point`` ("step", "checkpoint", "report", "pruned" or "stopped") at
+    ``step``; else nothing.
 
     A kill fault outside a sweep (no driver to kill, or a single run) does nothing but use up the fault.
     """
@@ -72,6 +76,10 @@ def fire(point: str, step: int, default_dir: str | None = None, path: str = "") 
             raise RuntimeError(f"injected failure at step {step} ({ENV})")
         if fault == "enospc":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC) + f" (injected by {ENV})", path)
+        if fault == "slow-end":
+            import time
+
+            time.sleep(SLOW_END_S)
         if fault == "kill-trial":
             os.kill(os.getpid(), signal.SIGKILL)
         if fault.startswith("kill-driver") and os.environ.get(DRIVER_ENV):

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import replace
 
@@ -109,30 +110,58 @@ def _write_trial_config(output_dir: str, config_dict: dict, spec: SweepSpec, tri
         yaml.safe_dump(standalone, handle, sort_keys=False)
 
 
-# How long a reused trial process waits for the trial it ran before to finish writing (summary, weights,
-# its tracker) before it takes the next trial; Ray's own default is 2 s.
+# How long a trial in a reused process waits for the trial that process ran before to finish writing
+# (summary, weights, its tracker); past that it fails, and Tune retries it in a fresh process.
 REUSE_WAIT_ENV, REUSE_WAIT_S = "HYPIR_SWEEP_REUSE_WAIT_S", 600.0
+_QUICK_END_S = 2.0  # Ray's own wait: most stopped trials have ended by then
+_still_ending: list[threading.Thread] = []  # the threads of earlier trials of this process that were still writing
 
 
 def sweep_trainable(spec: SweepSpec, experiment_dir: str | None):
-    """``run_trial`` as Tune's trainable class; a process that ran one trial waits for it to end before the next."""
+    """``run_trial`` as Tune's trainable class, whose process may go on to the sweep's next trial.
+
+    Ray hands a stopped trial's process to the next trial after waiting 2 s for it to end, and fails the
+    next trial (without a retry) if it has not: the wait moves into the next trial (``TrialAttempt.run``),
+    where running out of it is an ordinary trial failure that Tune retries in a fresh process.
+    """
     from ray import tune
     from ray.tune.trainable.function_trainable import wrap_function
 
     class SweepTrial(wrap_function(tune.with_parameters(run_trial, spec=spec, experiment_dir=experiment_dir))):
         def reset_config(self, new_config):
-            from ray.train._internal.session import get_session
-
-            session = get_session()
-            wait = float(os.environ.get(REUSE_WAIT_ENV, REUSE_WAIT_S))
-            session.finish(timeout=wait)
-            if session.training_thread.is_alive():
-                raise RuntimeError(f"the trial this process ran before had not finished writing after {wait:g} s "
-                                   f"({REUSE_WAIT_ENV}); python launch.py SPEC --resume runs this trial again")
+            _hand_over_process()
             return super().reset_config(new_config)
 
     SweepTrial.__name__ = SweepTrial.__qualname__ = "run_trial"
     return SweepTrial
+
+
+def _hand_over_process() -> None:
+    """Before Ray starts the next trial in this process: give the stopped one Ray's 2 s, then let the next trial
+    wait for the rest (a module function, so the worker uses this module's ``_still_ending``: the trainable
+    class travels to the worker by value)."""
+    from ray.train._internal.session import get_session
+
+    session = get_session()
+    session.finish(timeout=_QUICK_END_S)
+    if session.training_thread.is_alive():
+        _still_ending.append(session.training_thread)
+        ended = threading.Thread(target=lambda: None)
+        ended.start()
+        ended.join()
+        session.training_thread = ended  # Ray's own check would fail the next trial here
+
+
+def _wait_for_earlier_trials() -> None:
+    """Wait for the earlier trials of this process to finish writing; a wait that runs out fails this attempt."""
+    wait = float(os.environ.get(REUSE_WAIT_ENV, REUSE_WAIT_S))
+    deadline = time.monotonic() + wait
+    while _still_ending:
+        _still_ending[0].join(timeout=max(0.0, deadline - time.monotonic()))
+        if _still_ending[0].is_alive():
+            raise RuntimeError(f"the trial this process ran before was still writing after {wait:g} s "
+                               f"({REUSE_WAIT_ENV}); this trial is retried in a fresh process")
+        _still_ending.pop(0)
 
 
 def run_trial(params: dict, spec: SweepSpec, experiment_dir: str | None) -> None:
@@ -166,7 +195,7 @@ class TrialAttempt:
             tempfile.gettempdir(), "hypir-sweep-work", spec.name, f"trial_{self.trial_id}")
         self.fault_dir = os.environ.get(faults.DIR_ENV) or self.output_dir
         self.sweep_info = {"name": spec.name, "trial_id": self.trial_id, "params": params}
-        self.stopped = False  # Tune stopped this trial (early stopping, or its budget reached)
+        self.stopped, self.stopped_at = False, 0  # Tune stopped this trial (early stopping, or its budget reached)
         self.reporter: JsonSummaryReporter | None = None
         self.cfg = None
 
@@ -175,6 +204,7 @@ class TrialAttempt:
         """Restore, then replay an ending or train; end as Tune expects (SystemExit(0) once it has stopped us)."""
         from hypir_core.trainer import StopTraining
 
+        _wait_for_earlier_trials()
         _prepare_process(self.spec)
         os.makedirs(self.output_dir, exist_ok=True)
         try:
@@ -194,6 +224,7 @@ class TrialAttempt:
             if self.reporter is not None:
                 self.reporter.finish(self.reporter.data["status"], error_after_stop=f"{type(exc).__name__}: {exc}")
         if self.stopped:
+            faults.fire("stopped", self.stopped_at, self.fault_dir)
             # Returning normally would make Ray report once more and wait for an answer that never comes,
             # which blocks a reused process from starting the next trial.
             raise SystemExit(0)
@@ -336,7 +367,7 @@ class TrialAttempt:
         """Tune stopped the trial at ``step``: record an early stop (the last round is recorded already), end."""
         from hypir_core.trainer import StopTraining
 
-        self.stopped = True
+        self.stopped, self.stopped_at = True, step
         if self.reporter is not None and self.cfg is not None and step < self.cfg.max_train_steps:
             # First: Ray may end the process about 0.1 s later.
             self.reporter.finish(f"stopped early at step {step}", steps=step)

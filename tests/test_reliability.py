@@ -42,8 +42,8 @@ def write_spec(tmp_path: Path, name: str, scheduler: dict, num_samples: int = 4,
     return path
 
 
-def start(spec: Path, cwd: Path, *extra: str, fault: str = "") -> subprocess.Popen:
-    env = {**os.environ, "HYPIR_SWEEP_FAULT": fault} if fault else dict(os.environ)
+def start(spec: Path, cwd: Path, *extra: str, fault: str = "", **more_env: str) -> subprocess.Popen:
+    env = {**os.environ, **more_env, **({"HYPIR_SWEEP_FAULT": fault} if fault else {})}
     env.pop("HYPIR_SWEEP_FAULT_DIR", None)
     return subprocess.Popen([sys.executable, str(ROOT / "launch.py"), str(spec), "--no-progress", *extra], cwd=cwd,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -217,6 +217,8 @@ def test_a_trial_stopped_as_the_driver_dies_stays_stopped(tmp_path):
     # One trial at a time, so the order is fixed: a fast learner runs its full budget, then a slow one
     # scores far below it at the first rung and ASHA stops it. The driver is killed the moment the study
     # records that stop, before Tune's state snapshot can say so.
+    # On the way, the fast learner's process takes 30 s to end after Tune stopped it (slow-end), while the
+    # slow learner waits for it in that reused process only 5 s: it fails and is retried in a fresh one.
     spec = write_spec(tmp_path, "stopped", {"type": "asha", "grace_period": 1, "reduction_factor": 2},
                       num_samples=2, concurrent=1)
     raw = yaml.safe_load(spec.read_text())
@@ -225,7 +227,8 @@ def test_a_trial_stopped_as_the_driver_dies_stays_stopped(tmp_path):
     raw["search"]["points_to_evaluate"] = [{"lr_G": 3.0e-3}, {"lr_G": 1.0e-4}]
     spec.write_text(yaml.safe_dump(raw))
     sweep_dir = tmp_path / "sweep_results" / "stopped"
-    code, output = finish(start(spec, tmp_path, fault="kill-driver-pruned:10"))
+    code, output = finish(start(spec, tmp_path, fault="slow-end:30,kill-driver-pruned:10",
+                                HYPIR_SWEEP_REUSE_WAIT_S="5"))
     assert code == -signal.SIGKILL, output[-3000:]
 
     resumed_at = time.time()
@@ -238,6 +241,9 @@ def test_a_trial_stopped_as_the_driver_dies_stays_stopped(tmp_path):
     assert slow["status"] == "stopped early at step 10" and len(slow["rounds"]) == 1
     assert all(a["started"] < resumed_at for a in slow["attempts"]), "the stopped trial was started again"
     assert by_lr[3.0e-3]["status"] == "completed" and len(by_lr[3.0e-3]["rounds"]) == 3
+    slow_dir = sweep_dir / f"trial_{slow['config']['sweep']['trial_id']}"
+    assert "was still writing after 5 s" in (slow_dir / "error.txt").read_text()  # its first attempt, retried
+    assert slow["attempts"][0]["pid"] != by_lr[3.0e-3]["attempts"][0]["pid"]
     records = study_records(sweep_dir, "stopped")
     slow_record = records[slow["config"]["sweep"]["trial_id"]]
     assert slow_record.state == optuna.trial.TrialState.PRUNED and sorted(slow_record.intermediate_values) == [1]
