@@ -54,6 +54,7 @@ class TrialRow:
     note: str = ""  # how a trial that did not finish its budget ended, in its own words ("disk full at ...")
     seed: int | None = None  # a confirmation trial's seed (hypir_sweep.confirm); None for the search's trials
     confirms: str = ""  # a confirmation trial: the search trial whose config it trains again
+    started: float = math.nan  # when its first attempt started (epoch seconds; the audit's arrival order)
 
     @property
     def terminated(self) -> bool:
@@ -233,7 +234,8 @@ def load_sweep(sweep_path: str) -> Sweep:
             params={k: trial.config.get(k) for k in spec.get("space", {})}, seconds=seconds, path=trial_path,
             round_seconds=float(pd.Series(later).median()) if later else math.nan,
             curve=list(zip(range(1, rounds + 1), map(float, scores))),
-            seed=int(trial.config["seed"]) if confirming else None))
+            seed=int(trial.config["seed"]) if confirming else None,
+            started=float((summary.get("attempts") or [{}])[0].get("started", math.nan))))
     rank(rows, mode)
     for row in confirm_rows:  # finalists are distinct configs: the best-ranked search trial with its values
         row.confirms = next((r.trial for r in rows if r.params == row.params and r.status == "completed"), "")
