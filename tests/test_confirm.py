@@ -150,3 +150,46 @@ def test_the_scheduler_never_stops_a_confirmation_trial_and_tells_the_searcher_o
     assert "c" not in scheduler._brackets[0]._rungs[-1][1]  # its scores do not move the search's cutoffs
     scheduler.on_trial_complete(None, confirming, {"round": 4, METRIC: 10.0})
     assert "c" in search.confirm_held and "a" not in search.confirm_held
+
+
+# ---- the spec key and --confirm ------------------------------------------------------------------
+
+def write_spec(tmp_path, **extra):
+    import yaml
+
+    from test_trust_sweep import ROOT
+
+    spec = {"name": "c", "base_config": str(ROOT / "configs" / "tiny.yaml"),
+            "space": {"lambda_l2": {"type": "uniform", "low": 0.5, "high": 4.0}}, "resources": {"gpu": 0},
+            "storage_path": str(tmp_path / "sweeps"), **extra}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_confirm_settings_are_checked_against_the_rest_of_the_spec(tmp_path):
+    import pytest
+
+    from hypir_sweep.spec import SpecError, load_spec
+
+    spec = load_spec(write_spec(tmp_path, confirm={"top": 3}))
+    assert (spec.confirm.top, spec.confirm.seeds, spec.confirm_trials) == (3, 2, 6)
+    assert load_spec(write_spec(tmp_path)).confirm_trials == 0
+    refusals = [({"space": {"seed": {"type": "int", "low": 1, "high": 9}}}, "'seed' cannot be searched too"),
+                ({"scheduler": {"type": "pbt", "hyperparam_mutations": {"lambda_l2": {
+                    "type": "uniform", "low": 0.5, "high": 4.0}}}}, "population-based training"),
+                ({"objectives": [{"metric": "val/PSNR"}, {"metric": "val/LPIPS"}]}, "a Pareto sweep"),
+                ({"confirm": {"top": -1}}, "confirm.top")]
+    for extra, message in refusals:
+        with pytest.raises(SpecError, match=message):
+            load_spec(write_spec(tmp_path, **{"confirm": {"top": 2}, **extra}))
+
+
+def test_confirm_without_a_sweep_is_one_sentence(tmp_path):
+    import pytest
+
+    from hypir_sweep.runner import run_sweep
+    from hypir_sweep.spec import SpecError
+
+    with pytest.raises(SpecError, match="There is no sweep in .* to confirm the finalists of"):
+        run_sweep(str(write_spec(tmp_path)), confirm=True)
