@@ -54,6 +54,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", default=str(ROOT / "bench" / "data" / "quickstart_grid.csv"))
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--figure", default=str(ROOT / "bench" / "results" / "audit" / "grid_rank_correlation.png"),
+                        help="where the grid's correlation per round is drawn (analyze.py's audit figure)")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     import logging
@@ -71,6 +73,10 @@ def main() -> int:
     truth_rows = rows_of(table, keys)
     by_best, by_final, grace = measures(truth_rows)
     winner = max(truth_rows, key=lambda r: r.best).trial
+    from hypir_sweep import trust_plots
+
+    trust_plots.rank_correlation(audit.correlations(truth_rows, MAX_ROUNDS), audit.LEVEL, ASHA["grace_period"], grace,
+                                 args.figure)
     rng = np.random.default_rng(0)
     stopped = [audit.replay(truth_rows, list(rng.permutation(keys)), ASHA, "m", "max", MAX_ROUNDS)[winner]
                for _ in range(audit.ORDERS)]

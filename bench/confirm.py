@@ -31,6 +31,8 @@ def main() -> int:
     parser.add_argument("--search-seeds", default="0,1,2")
     parser.add_argument("--top", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--figures", default=str(ROOT / "bench" / "results" / "confirm"),
+                        help="where each sweep's finalists figure goes (finalists-<search seed>.png)")
     args = parser.parse_args()
     from hypir_sweep import audit, finalists
     from hypir_sweep.analysis import load_sweep
@@ -53,6 +55,10 @@ def main() -> int:
                 return run.returncode
             sweep = load_sweep(os.path.join(work, "sweep_results", raw["name"]))
             ranked = finalists.finalists(sweep)
+            from hypir_sweep import trust_plots
+
+            trust_plots.finalist_intervals(ranked, sweep.metric, os.path.join(args.figures,
+                                                                              f"finalists-{search_seed}.png"))
             leader = sweep.rows[0]
             print(f"search seed {search_seed}: {time.time() - started:.0f} s, {len(sweep.rows)} search trials "
                   f"({sum(r.status == 'completed' for r in sweep.rows)} full budget), {len(sweep.confirm_rows)} "

@@ -125,7 +125,7 @@ def test_confirm_a_finished_sweep_killed_in_its_confirmation_phase_then_resumed(
         again = next(t for t in confirmations if params[t]["lambda_l2"] == params[finalist]["lambda_l2"])
         means[finalist] = (best[finalist] + max(r["metrics"]["val/Final_Score"]
                                                 for r in confirmations[again]["rounds"])) / 2
-    table = pd.read_csv(sweep_dir / "analysis" / "finalists.csv")
+    table = pd.read_csv(sweep_dir / "analysis" / "finalists.csv", dtype={"trial": str})
     assert list(table["trial"]) == sorted(means, key=means.get, reverse=True)
     assert list(table["seeds"]) == [2, 2]
     assert table["mean val/Final_Score"].tolist() == pytest.approx(sorted(means.values(), reverse=True))
