@@ -6,6 +6,8 @@
   python analyze.py sweep_results/loss_weights --baseline results/sd2_finetune_5k_improved
   python analyze.py sweep_results/pareto --pick "val/LPIPS<=0.08" --maximize val/PSNR   a point of the front
   python analyze.py sweep_results/pareto --pick knee                                   the balanced point
+  python analyze.py sweep_results/loss_weights --baseline results/sd2_finetune_5k_improved --guard "PSNR>=-0.2"
+                                                      export only a config losing <= 0.2 dB on every type
 """
 
 import argparse
@@ -23,6 +25,10 @@ def main(argv=None) -> int:
     parser.add_argument("--pick", action="append", default=[], metavar="CONDITION",
                         help="export another trial than the leaderboard's winner: 'knee' (of a Pareto sweep's front) "
                              "or a condition on its last round such as 'val/LPIPS<=0.08' (repeatable)")
+    parser.add_argument("--guard", action="append", default=[], metavar="CONDITION",
+                        help="with --baseline: export only a trial whose per-type METRIC minus the baseline's meets "
+                             "this, e.g. 'PSNR>=-0.2' (lose at most 0.2 dB on any degradation type) or 'LPIPS<=0.01' "
+                             "(repeatable; PSNR, SSIM, LPIPS or Final_Score); the best such trial is exported")
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--maximize", metavar="METRIC", help="with --pick conditions: the metric to maximise")
     target.add_argument("--minimize", metavar="METRIC", help="with --pick conditions: the metric to minimise")
@@ -35,7 +41,8 @@ def main(argv=None) -> int:
 
     chosen = (args.maximize, "max") if args.maximize else (args.minimize, "min") if args.minimize else None
     try:
-        return run_analysis(args.sweep, args.baseline, args.out, args.top, pick=args.pick, target=chosen)
+        return run_analysis(args.sweep, args.baseline, args.out, args.top, pick=args.pick, target=chosen,
+                            guards=args.guard)
     except HypirError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@
   python launch.py --single CONFIG --dry-run [key=value ...]       check config, data and weights only
   python launch.py sweeps/loss_weights.yaml [--resume] [--address HOST:PORT]   a sweep (Ray Tune + Optuna + ASHA)
   python launch.py sweeps/loss_weights.yaml --dry-run              check the spec, show 3 sampled configs
+  python launch.py sweeps/loss_weights.yaml --confirm              re-run the best configs with new seeds
   python launch.py --restore SOURCE INPUT --output OUT [options]   restore images with trained weights
   python launch.py --restore INPUT --config X.yaml --weights W.pth --output OUT   any config + weights file
 """
@@ -96,6 +97,9 @@ def main(argv=None) -> int:
     parser.add_argument("--verbose", action="store_true",
                         help="print what libraries print (a sweep: Ray's boxes per trial and every trial's log too)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep where it stopped")
+    parser.add_argument("--confirm", action="store_true",
+                        help="continue a sweep (ended or not) with its best full-budget configs re-run with new seeds: "
+                             "the spec's confirm settings, or 3 finalists x confirm.seeds")
     parser.add_argument("--address", default=None,
                         help="join a running Ray cluster (host:port, or 'auto'); default $RAY_ADDRESS or a local one")
     args = parser.parse_intermixed_args(argv)
@@ -114,9 +118,9 @@ def main(argv=None) -> int:
             if args.dry_run:
                 return sweep_dry_run(args.spec)
             return run_sweep(args.spec, resume=args.resume, address=args.address, progress=not args.no_progress,
-                             verbose=args.verbose)
-        if args.resume or args.address:
-            parser.error("--resume and --address are for sweeps; resume a single run with "
+                             verbose=args.verbose, confirm=args.confirm)
+        if args.resume or args.address or args.confirm:
+            parser.error("--resume, --confirm and --address are for sweeps; resume a single run with "
                          "resume_from_checkpoint=latest")
         from hypir_core.single import dry_run, run_single
 

@@ -53,6 +53,9 @@ class TrialRow:
     ray_status: str = ""  # Tune's: PENDING, RUNNING, PAUSED, TERMINATED, ERROR
     final_metrics: dict[str, float] = field(default_factory=dict)  # its last round (what its final weights give)
     note: str = ""  # how a trial that did not finish its budget ended, in its own words ("disk full at ...")
+    seed: int | None = None  # a confirmation trial's seed (hypir_sweep.confirm); None for the search's trials
+    confirms: str = ""  # a confirmation trial: the search trial whose config it trains again
+    started: float = math.nan  # when its first attempt started (epoch seconds; the audit's arrival order)
 
     @property
     def terminated(self) -> bool:
@@ -78,6 +81,7 @@ class Sweep:
     rows: list[TrialRow]
     ray_trials: int
     ray_errors: int
+    confirm_rows: list[TrialRow] = field(default_factory=list)  # finalists trained again with new seeds
 
     @property
     def objectives(self) -> list[tuple[str, str]]:
@@ -190,7 +194,9 @@ def load_sweep(sweep_path: str) -> Sweep:
     except Exception as exc:  # noqa: BLE001 - Ray says why in its own words
         raise AnalysisError(f"Ray cannot read the sweep state in {sweep_path}: {' '.join(str(exc).split())[:300]}; "
                             f"is it a folder launch.py wrote?") from None
-    rows = []
+    rows, confirm_rows = [], []
+    # A confirmation trial sets the training config's seed, which such a sweep never searches.
+    seed_searched = "seed" in (spec.get("space") or {}) or "seed" in (spec.get("ties") or {})
     for trial in analysis.trials:
         # Ray names a trial on object storage without its scheme (bucket/path): put it back.
         trial_path = _join(sweep_path, os.path.basename(trial.path.rstrip("/"))) if "://" in sweep_path else trial.path
@@ -222,17 +228,22 @@ def load_sweep(sweep_path: str) -> Sweep:
             note = f"{note}: {OOM_ADVICE}"
         elif trial.status == "ERROR" and not note:
             note = "crashed (see the trial's error.txt)"
-        rows.append(TrialRow(
+        confirming = not seed_searched and "seed" in trial.config
+        (confirm_rows if confirming else rows).append(TrialRow(
             trial=trial.trial_id, rounds=rounds, best=best, last=last, best_metrics=best_metrics,
             status=status, ray_status=trial.status, note=note, final_metrics=final_metrics,
             params={k: trial.config.get(k) for k in spec.get("space", {})}, seconds=seconds, path=trial_path,
             round_seconds=float(pd.Series(later).median()) if later else math.nan,
-            curve=list(zip(range(1, rounds + 1), map(float, scores)))))
+            curve=list(zip(range(1, rounds + 1), map(float, scores))),
+            seed=int(trial.config["seed"]) if confirming else None,
+            started=float((summary.get("attempts") or [{}])[0].get("started", math.nan))))
     rank(rows, mode)
+    for row in confirm_rows:  # finalists are distinct configs: the best-ranked search trial with its values
+        row.confirms = next((r.trial for r in rows if r.params == row.params and r.status == "completed"), "")
     errors = sum(1 for t in analysis.trials if t.status == "ERROR")
     return Sweep(path=sweep_path, name=spec["name"], metric=metric, mode=mode, max_rounds=max_rounds,
                  param_keys=list(spec.get("space", {})), spec=spec, rows=rows, ray_trials=len(analysis.trials),
-                 ray_errors=errors)
+                 ray_errors=errors, confirm_rows=confirm_rows)
 
 
 def _is_number(value: Any) -> bool:
@@ -347,7 +358,7 @@ def cost(sweep: Sweep, gpus_per_trial: float) -> dict[str, float]:
     round (which also pays model loading), or the sweep's median when it ran a single round.
     """
     devices = gpus_per_trial if gpus_per_trial > 0 else 1.0
-    spent = sum(r.seconds for r in sweep.rows) / 3600
+    spent = sum(r.seconds for r in sweep.rows + sweep.confirm_rows) / 3600
     known = [r.round_seconds for r in sweep.rows if math.isfinite(r.round_seconds)]
     typical = float(pd.Series(known).median()) if known else 0.0
     saved = sum((r.round_seconds if math.isfinite(r.round_seconds) else typical) * (sweep.max_rounds - r.rounds)

@@ -37,24 +37,25 @@ def optuna_distributions(spec: SweepSpec) -> dict[str, Any]:
 
 def make_scheduler(spec: SweepSpec):
     """ASHA, HyperBand, median stopping or FIFO (time counted in the trial's validation rounds), each of which
-    stops the trials that had ended before an interruption when the sweep resumes (hypir_sweep.resume)."""
-    from hypir_sweep.resume import ResumableASHA, ResumableFIFO, ResumableHyperBand, ResumableMedianStopping
+    stops the trials that had ended before an interruption when the sweep resumes (hypir_sweep.resume) and lets
+    confirmation trials run their full budget (hypir_sweep.confirm)."""
+    from hypir_sweep.confirm import ConfirmingASHA, ConfirmingFIFO, ConfirmingHyperBand, ConfirmingMedianStopping
     from hypir_sweep.search import ROUND
 
     s = spec.scheduler
     if s.type == "asha":
-        return ResumableASHA(time_attr=ROUND, max_t=spec.max_rounds, grace_period=s.grace_period,
-                             reduction_factor=s.reduction_factor)
+        return ConfirmingASHA(time_attr=ROUND, max_t=spec.max_rounds, grace_period=s.grace_period,
+                              reduction_factor=s.reduction_factor)
     if s.type == "hyperband":
-        return ResumableHyperBand(time_attr=ROUND, max_t=spec.max_rounds, reduction_factor=s.reduction_factor)
+        return ConfirmingHyperBand(time_attr=ROUND, max_t=spec.max_rounds, reduction_factor=s.reduction_factor)
     if s.type == "median":
-        return ResumableMedianStopping(time_attr=ROUND, grace_period=s.grace_period,
-                                       min_samples_required=s.min_samples_required)
+        return ConfirmingMedianStopping(time_attr=ROUND, grace_period=s.grace_period,
+                                        min_samples_required=s.min_samples_required)
     if s.population_based:
         from hypir_sweep.population import population_scheduler
 
         return population_scheduler(spec, {p.key: domain(p) for p in s.hyperparam_mutations})
-    return ResumableFIFO()
+    return ConfirmingFIFO()
 
 
 def make_sampler(spec: SweepSpec):
@@ -81,6 +82,21 @@ def make_searcher(spec: SweepSpec):
                        objectives=[(o.metric, o.mode) for o in spec.objectives] or None,
                        scheduler_metric=spec.metric,
                        points_to_evaluate=[dict(p) for p in spec.search.points_to_evaluate] or None)
+
+
+def make_search(spec: SweepSpec, scheduler):
+    """What the sweep's Tuner asks for trials: the searcher (make_searcher) that knows the search's length and
+    the confirmation phase, limited to the spec's concurrency, named to the scheduler (which tells it of every
+    trial Tune adds). Pass it with ``max_concurrent_trials=None``: the limit is inside."""
+    from ray.tune.search import ConcurrencyLimiter
+
+    from hypir_sweep.confirm import SweepSearchGenerator
+
+    searcher = make_searcher(spec)
+    searcher.search_samples, searcher.base_seed = spec.search.num_samples, spec.base.seed
+    searcher.confirm_top, searcher.confirm_seeds = spec.confirm.top, spec.confirm.seeds
+    scheduler.attach_searcher(searcher, seed_searched="seed" in {p.key for p in spec.space})
+    return SweepSearchGenerator(ConcurrencyLimiter(searcher, max_concurrent=spec.search.max_concurrent_trials))
 
 
 def reuse_actors(spec: SweepSpec) -> bool:

@@ -16,9 +16,9 @@ from rich.table import Table
 
 from hypir_core.checkpoint import BEST_WEIGHTS, FINAL_WEIGHTS
 from hypir_core.config_data import reported_types
-from hypir_sweep import front_plots, handoff, pareto, plots
-from hypir_sweep.analysis import (RANK_RULE, STATUS_ORDER, Sweep, baseline_table, cost, importances, leaderboard,
-                                  load_sweep, newest_sweep, read_baseline, write_best_config)
+from hypir_sweep import audit, finalists, front_plots, guard, handoff, pareto, plots
+from hypir_sweep.analysis import (RANK_RULE, STATUS_ORDER, AnalysisError, Sweep, baseline_table, cost, importances,
+                                  leaderboard, load_sweep, newest_sweep, read_baseline, write_best_config)
 from hypir_sweep.dashboard import print_dashboard_command
 
 # Piped to a file or CI log, rich would wrap the leaderboard at 80 columns.
@@ -85,13 +85,21 @@ def make_plots(sweep: Sweep, table: pd.DataFrame, out_dir: str) -> list[tuple[st
 
 
 def run_analysis(sweep_path: str | None, baselines: list[str], out_dir: str | None = None, limit: int = 20,
-                 pick: list[str] | None = None, target: tuple[str, str] | None = None) -> int:
-    """Analyse a sweep (the newest under sweep_results/ by default); print and write everything; exit code.
+                 pick: list[str] | None = None, target: tuple[str, str] | None = None,
+                 guards: list[str] | None = None) -> int:
+    """Analyse a sweep (the newest under sweep_results/ by default); print and write everything; exit code
+    (1 when ``guards`` admit no trial).
 
     ``pick`` (``["knee"]`` or conditions such as ``["val/LPIPS<=0.08"]``) and ``target`` (metric, mode)
-    choose the trial whose config is exported instead of the leaderboard's winner; a Pareto sweep
-    exports its knee by default.
+    choose the trial whose config is exported instead of the leaderboard's winner (or, with confirmed
+    finalists, the best by mean); a Pareto sweep exports its knee by default. ``guards`` (``["PSNR>=-0.2"]``)
+    export only a trial that loses no more than that on any degradation type against every baseline
+    (hypir_sweep.guard). Also: the early-stopping audit (hypir_sweep.audit) and the finalists over seeds.
     """
+    parsed = guard.parse_guards(guards or [])  # a mistake in a guard is said before anything is read
+    if parsed and not baselines:
+        raise AnalysisError("--guard compares each degradation type with a baseline run; add --baseline RUN_DIR (the "
+                            "output_dir of a launch.py --single run, e.g. results/sd2_finetune_5k_improved).")
     sweep_path = sweep_path or newest_sweep()
     sweep = load_sweep(sweep_path)
     if out_dir is None:
@@ -103,37 +111,57 @@ def run_analysis(sweep_path: str | None, baselines: list[str], out_dir: str | No
     print_leaderboard(sweep, table, limit)
     tables = [("Leaderboard", table.to_html(index=False, float_format=_fmt, na_rep="-"))]
 
-    has_winner = any(math.isfinite(r.best) for r in sweep.rows)
     if sweep.objectives and not pick and pareto.points(sweep):
         pick = ["knee"]
-    picked = None
-    if pick:
-        picked, why = pareto.pick(sweep, pick, target)
-        config_path, winner, weights = write_best_config(sweep, os.path.join(out_dir, "best_config.yaml"), picked,
-                                                         why=f"picked by {why}", weights_name=FINAL_WEIGHTS)
-        console.print(f"[bold]Picked: trial {winner.trial}[/bold] by {why}: " + ", ".join(
-            f"{k} {v:.4f}" for k, v in winner.final_metrics.items() if k.count("/") == 1))
+    plots_dir = os.path.join(out_dir, "plots")
+    trust_sections = []
+    for lines, figures, html in (audit.section(sweep, out_dir, plots_dir), finalists.section(sweep, out_dir,
+                                                                                              plots_dir)[:3]):
+        _say(lines)
+        trust_sections += figures
+        if html:
+            tables.append((figures[0][0] if figures else "Early-stopping audit", html))
+    best_by_mean = finalists.finalists(sweep)[0] if sweep.confirm_rows and finalists.finalists(sweep) else None
+    best_runs = [read_baseline(b, sweep.metric, sweep.mode) for b in baselines]
+    final_runs = [read_final(b) for b in baselines]
+    choice = guard.choose(sweep, pick or [], target, best_by_mean, parsed, best_runs, final_runs)
+    _say(choice.lines)
+    if not choice.table.empty:
+        choice.table.to_csv(os.path.join(out_dir, "guard.csv"), index=False)
+        tables.append(("Per-type guard", "".join(f"<p>{line}</p>" for line in choice.lines)))
+    winner, picked, refused = choice.row, choice.row if choice.final_round else None, bool(parsed) and not choice.row
+    if winner is not None:
+        weights_name = FINAL_WEIGHTS if choice.final_round else BEST_WEIGHTS
+        config_path, winner, weights = write_best_config(sweep, os.path.join(out_dir, "best_config.yaml"), winner,
+                                                         why=choice.why, weights_name=weights_name)
+        if choice.final_round:
+            console.print(f"[bold]Picked: trial {winner.trial}[/bold] by {choice.why}: " + ", ".join(
+                f"{k} {v:.4f}" for k, v in winner.final_metrics.items() if k.count("/") == 1))
+        else:
+            reason = f" ({choice.why})" if choice.why else ""
+            console.print(f"[bold]Best: trial {winner.trial}[/bold] ({winner.status}), {sweep.metric} "
+                          f"{winner.best:.4f}{reason}")
         console.print(f"  config, ready to train: python launch.py --single {config_path}")
-        console.print(f"  weights (HYPIR format, its final round): {weights or 'not kept'}")
-    elif has_winner:
-        config_path, winner, weights = write_best_config(sweep, os.path.join(out_dir, "best_config.yaml"))
-        console.print(f"[bold]Best: trial {winner.trial}[/bold] ({winner.status}), {sweep.metric} {winner.best:.4f}")
-        console.print(f"  config, ready to train: python launch.py --single {config_path}")
-        console.print(f"  weights (HYPIR format): {weights or 'not kept (outside keep_top_k)'}")
-    if (picked is not None or has_winner) and baselines:
-        runs = [read_final(b) if picked is not None else read_baseline(b, sweep.metric, sweep.mode) for b in baselines]
-        comparison = baseline_table(sweep, winner, runs, winner.final_metrics if picked is not None else None)
-        comparison.to_csv(os.path.join(out_dir, "baseline_comparison.csv"), index=False)
-        _print_comparison(comparison)
-        tables.append(("Exported trial against the baselines", comparison.to_html(index=False, float_format=_fmt)))
-    if picked is None and not has_winner:
-        console.print("[yellow]No trial has finished a validation round yet: no best config.[/yellow]")
-    else:
+        console.print(f"  weights (HYPIR format{', its final round' if choice.final_round else ''}): "
+                      f"{weights or 'not kept (outside keep_top_k)'}")
+        if baselines:
+            runs = final_runs if choice.final_round else best_runs
+            comparison = baseline_table(sweep, winner, runs, winner.final_metrics if choice.final_round else None)
+            comparison.to_csv(os.path.join(out_dir, "baseline_comparison.csv"), index=False)
+            _print_comparison(comparison)
+            tables.append(("Exported trial against the baselines", comparison.to_html(index=False,
+                                                                                      float_format=_fmt)))
         tables.append(("Colour fix: validation as is and as HYPIR deploys",
                        print_deployment(sweep, winner, weights, config_path, out_dir, baselines)))
+    elif refused:
+        stale = os.path.join(out_dir, "best_config.yaml")
+        if os.path.exists(stale):  # an earlier analysis's export must not pass for this one's
+            os.remove(stale)
+    else:
+        console.print("[yellow]No trial has finished a validation round yet: no best config.[/yellow]")
 
     schedule_sections = []
-    if (sweep.spec.get("scheduler") or {}).get("type") in ("pbt", "pb2") and has_winner:
+    if (sweep.spec.get("scheduler") or {}).get("type") in ("pbt", "pb2") and winner is not None:
         schedule_sections = export_schedule(sweep, winner, out_dir)
 
     gpus = float((sweep.spec.get("resources") or {}).get("gpu", 1))
@@ -143,7 +171,7 @@ def run_analysis(sweep_path: str | None, baselines: list[str], out_dir: str | No
                  f"{spent['saved_hours']:.2f} {unit} against running every trial for all {sweep.max_rounds} rounds.")
     console.print(cost_line)
 
-    sections = schedule_sections + make_plots(sweep, table, os.path.join(out_dir, "plots"))
+    sections = schedule_sections + trust_sections + make_plots(sweep, table, plots_dir)
     if sweep.objectives:
         front_sections, front_table = pareto_section(sweep, baselines, picked, os.path.join(out_dir, "plots"))
         sections = front_sections + sections
@@ -152,7 +180,12 @@ def run_analysis(sweep_path: str | None, baselines: list[str], out_dir: str | No
                                sections, tables + [("Cost", f"<p>{cost_line}</p>")])
     console.print(f"Leaderboard, plots and report: {out_dir} (open {report})")
     print_dashboard_command(console, sweep_path)
-    return 0
+    return 1 if refused else 0
+
+
+def _say(lines: list[str]) -> None:
+    for line in lines:  # sentences with brackets and numbers: no rich markup, no wrapping
+        console.print(line, markup=False, soft_wrap=True)
 
 
 def print_deployment(sweep: Sweep, winner, weights: str | None, config_path: str, out_dir: str,

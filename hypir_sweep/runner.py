@@ -8,6 +8,7 @@ spec. ``hypir_sweep.dry_run`` checks everything and trains nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import shutil
@@ -24,7 +25,7 @@ from hypir_core.preflight import preflight
 from hypir_core.quiet import VERBOSE_ENV
 from hypir_core.terminal import WARN, make_console
 from hypir_sweep.analysis import load_sweep
-from hypir_sweep.assembly import make_scheduler, make_searcher, reuse_actors, tune_space
+from hypir_sweep.assembly import make_scheduler, make_search, reuse_actors, tune_space
 from hypir_sweep.outcome import fmt_value, print_outcome, prune_weights
 from hypir_sweep.resources import check_fits, check_gpus, cluster_nodes, local_node
 from hypir_sweep.spec import SPEC_COPY, SpecError, SweepSpec, load_spec, spec_copy
@@ -73,14 +74,22 @@ def _share_study(spec: SweepSpec) -> None:
         upload(local, spec.sweep_dir + "/optuna.db")
 
 
-def _check_unchanged(spec: SweepSpec) -> None:
-    """--resume runs the spec the sweep started with: an edited spec or base config is refused, naming what changed."""
+def _saved_spec(spec: SweepSpec) -> dict | None:
     path = os.path.join(spec.local_dir, SPEC_COPY)
     if not os.path.exists(path):
-        return
+        return None
     with open(path) as handle:
-        saved = yaml.safe_load(handle)
+        return yaml.safe_load(handle)
+
+
+def _check_unchanged(spec: SweepSpec) -> None:
+    """--resume runs the spec the sweep started with: an edited spec or base config is refused, naming what changed.
+    ``confirm`` is the sweep's to change (``--confirm``); ``_resumed_confirm`` decides it."""
+    saved = _saved_spec(spec)
+    if saved is None:
+        return
     now = yaml.safe_load(yaml.safe_dump(spec_copy(spec), sort_keys=False))
+    saved, now = ({k: v for k, v in d.items() if k != "confirm"} for d in (saved, now))
     changed = _differences(saved, now)
     if changed:
         shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
@@ -100,12 +109,35 @@ def _differences(saved: Any, now: Any, prefix: str = "") -> list[str]:
     return [] if saved == now else [f"{prefix.rstrip('.')}: {fmt_value(saved)} -> {fmt_value(now)}"]
 
 
+def _resumed_confirm(spec: SweepSpec, confirm: bool) -> SweepSpec:
+    """The confirmation settings a resumed sweep runs with: the sweep's own (its spec copy) on --resume; with
+    --confirm the spec's, or top 3 when the spec has none, written into the spec copy."""
+    from hypir_sweep.confirm import DEFAULT_TOP
+    from hypir_sweep.spec import Confirm, check_confirm
+    from hypir_core.schema import Source
+
+    saved = (_saved_spec(spec) or {}).get("confirm") or {}
+    if not confirm:
+        kept = Confirm(top=int(saved.get("top", 0)), seeds=int(saved.get("seeds", Confirm().seeds)))
+        if spec.confirm.top and (spec.confirm.top, spec.confirm.seeds) != (kept.top, kept.seeds):
+            raise SpecError(f"'confirm' in {spec.source} ({spec.confirm.top} finalists x {spec.confirm.seeds} seeds) "
+                            f"differs from the sweep's ({kept.top} x {kept.seeds}); apply it with python launch.py "
+                            f"{spec.source} --confirm.")
+        return dataclasses.replace(spec, confirm=kept)
+    wanted = spec.confirm if spec.confirm.top else Confirm(top=DEFAULT_TOP, seeds=spec.confirm.seeds)
+    spec = dataclasses.replace(spec, confirm=wanted, raw={**spec.raw, "confirm": {"top": wanted.top,
+                                                                                   "seeds": wanted.seeds}})
+    check_confirm(spec, Source(spec.source, error=SpecError))
+    return spec
+
+
 def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, progress: bool = True,
-              verbose: bool = False) -> int:
+              verbose: bool = False, confirm: bool = False) -> int:
     """Run (or resume) a sweep; print the best trial and where its config and weights are. Returns an exit code.
 
     ``progress``: Ray's trial table every 30 s (a line per round either way); ``verbose``: Ray's own boxes per
-    trial and every trial process's log, libraries' included.
+    trial and every trial process's log, libraries' included. ``confirm``: continue a sweep (ended or not) with
+    its finalists confirmed over seeds (the spec's ``confirm``, or 3 finalists x its seeds; hypir_sweep.confirm).
     """
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
@@ -121,6 +153,10 @@ def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, 
     exists = tune.Tuner.can_restore(experiment)
     snapshot = spec.remote_storage or bool(glob.glob(os.path.join(experiment, "experiment_state-*.json")))
     started_before = exists or os.path.exists(os.path.join(spec.local_dir, SPEC_COPY))
+    if confirm and not started_before:
+        raise SpecError(f"There is no sweep in {experiment} to confirm the finalists of; start it (with a 'confirm' "
+                        f"key in {spec_path} to confirm them when its search ends).")
+    resume = resume or confirm
     if resume and not started_before:
         raise SpecError(f"There is no sweep to resume in {experiment}; start it without --resume.")
     if resume and not (exists and snapshot):
@@ -130,6 +166,7 @@ def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, 
         resume = exists = False
     if resume:
         _check_unchanged(spec)
+        spec = _resumed_confirm(spec, confirm)
         if not spec.remote_storage:
             from hypir_sweep.resume import check_snapshot
 
@@ -168,9 +205,10 @@ def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, 
         warning = check_fits(spec, alive, autoscaled)
         if warning:
             console.print(warning, style=WARN)
-        if not resume:
-            _write_spec_copy(spec)
-        tuner = _restored_tuner(spec, experiment) if resume else _new_tuner(spec, storage_path, progress, verbose)
+        if not resume or confirm:
+            _write_spec_copy(spec)  # with --confirm: the settings a later --resume keeps
+        tuner = _restored_tuner(spec, experiment, confirm) if resume else _new_tuner(spec, storage_path, progress,
+                                                                                     verbose)
         started = time.time()
         _handle_interrupts(spec)
         try:
@@ -181,12 +219,17 @@ def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, 
             return 130
         elapsed = time.time() - started
         sweep = load_sweep(experiment)
-        if any(not r.finished for r in sweep.rows) or len(sweep.rows) < spec.search.num_samples:
+        from hypir_sweep import confirm as confirmation
+
+        if any(not r.finished for r in sweep.rows + sweep.confirm_rows) or len(sweep.rows) < spec.search.num_samples \
+                or len(sweep.confirm_rows) < confirmation.expected_trials(spec):
             console.print(f"Sweep '{spec.name}' interrupted; its state is saved.", style=WARN)
             console.print(f"Continue it with:\n  {resume_command(spec_path)}")
             return 130
-        pruned = prune_weights(spec, sweep) if not spec.remote_storage else []
-        return print_outcome(spec, sweep, results, elapsed, pruned)
+        pruned = [] if spec.remote_storage else confirmation.prune(spec, sweep, prune_weights)
+        code = print_outcome(spec, sweep, results, elapsed, pruned)
+        confirmation.print_finalists(spec, sweep)
+        return code
     finally:
         ray.shutdown()
         _share_study(spec)
@@ -231,15 +274,17 @@ def _new_tuner(spec: SweepSpec, storage_path: str, progress: bool, verbose: bool
         console.print(f"Sweep '{spec.name}': a population of {spec.search.num_samples}, {spec.scheduler.type} every "
                       f"{spec.scheduler.perturbation_interval} rounds, results in {spec.sweep_dir}")
     else:
-        searcher = make_searcher(spec)
+        searcher = make_search(spec, scheduler)  # the concurrency limit is inside it
         scheduler.watch_study(spec.optuna_storage, spec.name)  # on --resume: which trials had ended
-        console.print(f"Sweep '{spec.name}': {spec.search.num_samples} trials, {spec.scheduler.type} early stopping, "
-                      f"results in {spec.sweep_dir}")
+        confirming = f", then {spec.confirm.top} finalists x {spec.confirm.seeds} new seeds" if spec.confirm.top else ""
+        console.print(f"Sweep '{spec.name}': {spec.search.num_samples} trials, {spec.scheduler.type} early stopping"
+                      f"{confirming}, results in {spec.sweep_dir}")
+    limit = spec.search.max_concurrent_trials if spec.scheduler.population_based else None
     return tune.Tuner(
         _trainable(spec), param_space=tune_space(spec),
         tune_config=tune.TuneConfig(
             metric=spec.metric, mode=spec.mode, search_alg=searcher, scheduler=scheduler,
-            num_samples=spec.search.num_samples, max_concurrent_trials=spec.search.max_concurrent_trials,
+            num_samples=spec.search.num_samples + spec.confirm_trials, max_concurrent_trials=limit,
             trial_name_creator=trial_name, trial_dirname_creator=trial_dirname,
             # A trial's process trains the next trial too; see reuse_actors().
             reuse_actors=reuse_actors(spec)),
@@ -261,10 +306,11 @@ def sweep_console(spec: SweepSpec, table: bool):
     """The sweep's console: a line per round, and Ray's trial table every 30 s when ``table``."""
     from hypir_sweep.console import SweepConsole
 
-    return SweepConsole(spec.metric, spec.mode, spec.max_rounds, tune_space(spec), spec.search.num_samples, table)
+    return SweepConsole(spec.metric, spec.mode, spec.max_rounds, tune_space(spec),
+                        spec.search.num_samples + spec.confirm_trials, table)
 
 
-def _restored_tuner(spec: SweepSpec, experiment: str):
+def _restored_tuner(spec: SweepSpec, experiment: str, confirm: bool = False):
     from ray import tune
 
     if spec.scheduler.type in ("hyperband", "median"):
@@ -285,7 +331,20 @@ def _restored_tuner(spec: SweepSpec, experiment: str):
             if study is not None else []
         for change in changes:
             console.print(f"  {change}")
-    return tune.Tuner.restore(experiment, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True)
+    tuner = tune.Tuner.restore(experiment, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True)
+    if confirm:
+        from hypir_sweep.confirm import SweepSearchGenerator
+
+        # The restored search generator (Ray keeps no public handle on it) takes the settings as it restores.
+        generator = getattr(getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None), "search_alg", None)
+        if not isinstance(generator, SweepSearchGenerator):
+            raise SpecError(f"Sweep '{spec.name}' was started by a version of hypir-sweep without confirmation "
+                            f"trials, so --confirm cannot add them to it; run its finalists' configs with "
+                            f"launch.py --single and other seeds (seed=...), or start the sweep anew with 'confirm'.")
+        generator.request_confirm(spec.confirm.top, spec.confirm.seeds)
+        console.print(f"Confirming the {spec.confirm.top} best full-budget configs with {spec.confirm.seeds} new "
+                      f"seeds each")
+    return tuner
 
 
 def _start_over(spec: SweepSpec, experiment: str) -> None:

@@ -13,6 +13,11 @@
 The study is written the moment a trial's end is decided; Tune's snapshot can be seconds older. So
 the study is where a resumed sweep learns which trials ended (``newest_records``, ``is_final``):
 hypir_sweep.resume stops those before any of them starts again.
+
+With ``confirm`` (hypir_sweep.confirm), once the search's ``num_samples`` trials have all ended the
+searcher proposes its finalists again with new seeds, recorded in the study ``<name>-confirm``; which of
+them exist is what Tune holds (the scheduler names every trial it adds, ``note_tune_trial``), so a
+resumed sweep neither repeats nor skips one.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import logging
 import math
 from typing import Any
 
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import Stopper
 
@@ -36,7 +42,8 @@ class SweepSearch(OptunaSearch):
     """OptunaSearch whose study says COMPLETE, PRUNED or FAIL as the trial actually ended (see module doc)."""
 
     def __init__(self, *args, max_rounds: int, objectives: list[tuple[str, str]] | None = None,
-                 scheduler_metric: str | None = None, **kwargs):
+                 scheduler_metric: str | None = None, num_samples: int | None = None,
+                 confirm: tuple[int, int] = (0, 0), base_seed: int = 0, **kwargs):
         if objectives:  # a Pareto sweep: the study's directions are the objectives' modes
             kwargs.update(metric=[m for m, _ in objectives], mode=[d for _, d in objectives])
         super().__init__(*args, **kwargs)
@@ -47,6 +54,14 @@ class SweepSearch(OptunaSearch):
         self.points: dict[str, tuple[int, list[float]]] = {}  # Pareto sweeps: trial -> (round, objective values)
         self.ended: set[str] = set()  # trials the study held as ended when the sweep was resumed
         self.orphans: dict[str, Any] = {}  # study records of trials Tune runs that this searcher never asked
+        # The confirmation phase: after ``num_samples`` search trials (None: no limit of ours, no phase).
+        self.search_samples, self.base_seed = num_samples, base_seed
+        self.confirm_top, self.confirm_seeds = confirm
+        self.confirm_plan: list | None = None  # the pairs to run, fixed once the search has ended
+        self.confirm_records: dict[str, Any] = {}  # Tune trial id -> its optuna.Trial in the confirmation study
+        self.confirm_held: dict[str, tuple] = {}  # Tune trial id -> pair key, for every confirmation trial Tune holds
+        self._confirm_study = None
+        self._lost_asks_failed = False
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         if self.objectives:  # Tune passes the scheduler's scalar metric; the study keeps its objectives
@@ -54,15 +69,79 @@ class SweepSearch(OptunaSearch):
         return super().set_search_properties(metric, mode, config, **spec)
 
     # ---- asking ------------------------------------------------------------------------------
-    def suggest(self, trial_id: str) -> dict | None:
+    def suggest(self, trial_id: str) -> dict | str | None:
+        limit = getattr(self, "search_samples", None)
+        if limit is not None and len(self._ot_trials) >= limit:
+            if not all(t in self._completed_trials or t in self.ended for t in self._ot_trials):
+                return None  # "not yet": the finalists are known once every search trial has ended
+            return self._suggest_confirmation(trial_id)
         params = super().suggest(trial_id)
         if params is not None:
             self._ot_trials[trial_id].set_user_attr(RAY_TRIAL_ATTR, trial_id)
         return params
 
+    def set_confirm(self, top: int, seeds: int) -> None:
+        """Confirm ``top`` finalists with ``seeds`` new seeds each (``launch.py --confirm`` on a restored sweep)."""
+        if (top, seeds) != (self.confirm_top, self.confirm_seeds):
+            self.confirm_top, self.confirm_seeds, self.confirm_plan = top, seeds, None
+
+    def note_tune_trial(self, trial_id: str, config: dict) -> None:
+        """Tune holds this trial (told by the scheduler as each is added, restored ones included)."""
+        from hypir_sweep import confirm
+
+        pair = confirm.config_pair_key(config, list(self._space or {}))
+        if pair is None or not self.confirm_top and not self.confirm_records:
+            return
+        self.confirm_held[trial_id] = pair
+        if trial_id not in self.confirm_records:  # asked by a driver whose searcher snapshot was older
+            frozen = confirm.record_of(self._confirmation_study(), trial_id)
+            if frozen is not None and not frozen.state.is_finished():
+                import optuna
+
+                self.confirm_records[trial_id] = optuna.trial.Trial(self._confirmation_study(), frozen._trial_id)
+
+    def _suggest_confirmation(self, trial_id: str) -> dict | str:
+        from ray.tune.utils.util import unflatten_dict
+
+        from hypir_sweep import confirm
+
+        if not self.confirm_top:
+            return Searcher.FINISHED
+        study = self._confirmation_study()
+        if not self._lost_asks_failed:
+            # Asked by an interrupted driver after Tune's last snapshot: Tune will never run them.
+            self._lost_asks_failed = True
+            for frozen in study.get_trials(deepcopy=False, states=(_states().RUNNING,)):
+                if frozen.user_attrs.get(RAY_TRIAL_ATTR) not in self.confirm_held:
+                    study._storage.set_trial_user_attr(frozen._trial_id, "ending", ORPHANED)
+                    study._storage.set_trial_state_values(frozen._trial_id, _states().FAIL)
+        if self.confirm_plan is None:
+            self.confirm_plan = confirm.plan(newest_records(self._ot_study), self.confirm_top, self.confirm_seeds,
+                                             self.base_seed, self.mode)
+        held = set(self.confirm_held.values())
+        pair = next((p for p in self.confirm_plan if p.key not in held), None)
+        if pair is None:
+            return Searcher.FINISHED
+        self.confirm_records[trial_id] = confirm.ask(study, trial_id, pair, self._space or {})
+        self.confirm_held[trial_id] = pair.key
+        return {**unflatten_dict(dict(pair.params)), confirm.SEED_KEY: pair.seed}
+
+    def _confirmation_study(self):
+        if getattr(self, "_confirm_study", None) is None:
+            from hypir_sweep import confirm
+
+            self._confirm_study = confirm.open_study(self._ot_study._storage, self._ot_study.study_name, self.mode)
+        return self._confirm_study
+
+    def _is_confirmation(self, trial_id: str) -> bool:
+        return trial_id in getattr(self, "confirm_held", {}) or trial_id in getattr(self, "confirm_records", {})
+
     # ---- telling -----------------------------------------------------------------------------
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._completed_trials or trial_id in self.ended or ROUND not in result:
+            return
+        if self._is_confirmation(trial_id):
+            self._confirmation_result(trial_id, result)
             return
         known = trial_id in self._ot_trials
         if not known and self._orphan(trial_id) is None:
@@ -89,6 +168,17 @@ class SweepSearch(OptunaSearch):
             return
         if trial_id in self.ended:  # it ended before the sweep was resumed; the study says how
             self._completed_trials.add(trial_id)
+            return
+        if self._is_confirmation(trial_id):
+            self._confirmation_result(trial_id, result or {})
+            self._completed_trials.add(trial_id)
+            record = self.confirm_records.get(trial_id)
+            if record is not None:
+                from hypir_sweep import confirm
+
+                state, value, reason = self.outcome(trial_id, result, error)
+                confirm.tell(self._confirmation_study(), record, state, value, reason, self._rounds(trial_id),
+                             self.values.get(trial_id, {}))
             return
         if trial_id not in self._ot_trials:
             orphan = self._orphan(trial_id)
@@ -141,6 +231,18 @@ class SweepSearch(OptunaSearch):
         if max(values) >= self.max_rounds:
             return states.COMPLETE, (max if self.mode == "max" else min)(finite), ""
         return states.PRUNED, None, "stopped early"
+
+    def _confirmation_result(self, trial_id: str, result: dict) -> None:
+        if self.metric not in result or ROUND not in result:
+            return
+        value, round_number = float(result[self.metric]), int(result[ROUND])
+        self.values.setdefault(trial_id, {})[round_number] = value
+        record = self.confirm_records.get(trial_id)
+        if record is None:
+            return
+        frozen = self._confirmation_study()._storage.get_trial(record._trial_id)
+        if math.isfinite(value) and not frozen.state.is_finished() and round_number not in frozen.intermediate_values:
+            record.report(value, round_number)
 
     def _keep_round_value(self, trial_id: str, round_number: int, value: float) -> None:
         frozen = self._frozen(trial_id)
@@ -210,6 +312,20 @@ class SweepSearch(OptunaSearch):
                 self._completed_trials.discard(trial_id)  # --resume restarts errored trials: hear them again
             elif frozen.state.is_finished():
                 self.values.setdefault(trial_id, {}).update(frozen.intermediate_values)
+        self._reconcile_confirmation()
+
+    def _reconcile_confirmation(self) -> None:
+        """The confirmation study's side of ``reconcile``: which confirmation trials ended, which run again."""
+        # Which confirmation trials exist is what this driver's Tune holds: the scheduler says so as it adds them.
+        self.confirm_held, self._lost_asks_failed = {}, False
+        self.confirm_records = dict(getattr(self, "confirm_records", {}))
+        if not (getattr(self, "confirm_top", 0) or self.confirm_records):
+            return
+        for trial_id, frozen in newest_records(self._confirmation_study()).items():
+            if is_final(frozen):
+                self.ended.add(trial_id)
+            elif frozen.state == _states().FAIL and frozen.user_attrs.get("ending") == ERROR:
+                self._completed_trials.discard(trial_id)  # --resume restarts errored trials
 
 
 def newest_records(study) -> dict[str, Any]:

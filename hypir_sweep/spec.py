@@ -24,8 +24,8 @@ from hypir_core.schedule import MUTABLE, flatten, read
 from hypir_core.schema import Int, Number, Source, check, validate
 from hypir_core.tracking import local_mode_available
 from hypir_sweep.spec_schema import (PARAM_TYPES, POPULATION_BASED, SCHEDULERS, SEARCHERS,  # noqa: F401 (re-exported)
-                                     Objective, Param, Resources, Scheduler, Search, SweepSpec, Tracking,
-                                     MUTATIONS, trial_values)
+                                     Confirm, Objective, Param, Resources, Scheduler, Search, SweepSpec,
+                                     Tracking, MUTATIONS, trial_values)
 
 SPEC_COPY = "sweep_spec.yaml"  # the copy of the spec a sweep keeps in its folder (what --resume and analyze.py read)
 # Keys a sweep sets itself in every trial: a space must not search them.
@@ -78,6 +78,7 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
         overrides=overrides, metric=metric, mode=written.mode or _default_mode(metric), objectives=objectives,
         space=space, ties=ties, search=search, scheduler=scheduler, tracking=tracking, raw=raw)
     check_resources(spec.resources, source)
+    check_confirm(spec, source)
     if spec.scheduler.population_based and spec.remote_storage:
         source.must_be("storage_path", f"a local or shared (NFS) folder for scheduler type {spec.scheduler.type} "
                                        f"(trials copy each other's checkpoints there)", spec.storage_path)
@@ -317,6 +318,21 @@ def check_resources(resources: Resources, source: Source) -> None:
         source.fail(f"'resources.gpu' in {source.name} is {resources.gpu:g}, but a trial's trainer runs in one process "
                     f"on one GPU, so the others would idle while counted; use gpu: 1, or a fraction such as 0.5 to "
                     f"share a GPU between trials.")
+
+
+def check_confirm(spec: SweepSpec, source: Source) -> None:
+    """Finalists are confirmed over the seed key, ranked by one metric, after a search that has one."""
+    if not spec.confirm.top:
+        return
+    if spec.scheduler.population_based:
+        source.fail(f"'confirm' in {source.name} re-runs a search's finalists; population-based training "
+                    f"({spec.scheduler.type}) has none: remove confirm or use scheduler type asha.")
+    if spec.objectives:
+        source.fail(f"'confirm' in {source.name} ranks finalists by one metric; a Pareto sweep (objectives) has a "
+                    f"front instead: remove confirm, or pick a point with analyze.py --pick.")
+    if "seed" in {p.key for p in spec.space} | set(spec.ties):
+        source.fail(f"'confirm' in {source.name} re-runs finalists with new seeds, so 'seed' cannot be searched too; "
+                    f"remove seed from space (or ties), or remove confirm.")
 
 
 def check_tracking(tracking: Tracking, base: Config, source: Source) -> Tracking:

@@ -155,6 +155,16 @@ class Tracking:
                                                        "swanlab_mode)")
 
 
+@section
+class Confirm:
+    """Finalists re-run with new seeds once the search has ended (hypir_sweep.confirm)."""
+
+    top: Int(ge=0) = key(0, "the best full-budget configs re-run after the search (0: none; launch.py --confirm "
+                            "uses 3 then)")
+    seeds: Int(ge=1) = key(2, "new seeds per finalist: the base config's seed + 1, + 2, ... (its search trial "
+                              "counts as one more)")
+
+
 def _two_or_three(value: Any) -> Any:
     if value is None or value == ():
         return ()  # not a Pareto sweep (an empty list written in a file is refused)
@@ -191,6 +201,7 @@ class SweepSpec:
                                                     "model_t)")
     search: Nested[Search] = nested("how the next configs are proposed")
     scheduler: Nested[Scheduler] = nested("early stopping or population-based training")
+    confirm: Nested[Confirm] = nested("finalists re-run with new seeds after the search, as trials of the sweep")
     resources: Nested[Resources] = nested("what one trial gets")
     tracking: Nested[Tracking] = nested("where trials log")
     storage_path: Text() = key("sweep_results", "where sweeps are kept: a folder, shared storage or s3://bucket/path")
@@ -206,6 +217,11 @@ class SweepSpec:
     def max_rounds(self) -> int:
         """Validation rounds in a full-budget trial (the last step always validates)."""
         return self.base.validation_rounds
+
+    @property
+    def confirm_trials(self) -> int:
+        """The most confirmation trials the sweep runs after its search (finalists times new seeds)."""
+        return self.confirm.top * self.confirm.seeds
 
     @property
     def remote_storage(self) -> bool:
