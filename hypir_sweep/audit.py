@@ -10,8 +10,8 @@ full budget, ``audit(sweep)`` measures:
   curves, would have stopped the eventual winner: with the trials arriving one after another in the
   order they started (each running all its rounds before the next starts), and in how many of 200
   random arrival orders (seeded) it would;
-- the smallest ``grace_period``: the first round from which every round's correlation with the
-  leaderboard's value is at least ``LEVEL`` (0.8).
+- the smallest ``grace_period``: the first round from which every round a scheduler can stop at (all
+  but the last) correlates with the leaderboard's value at ``LEVEL`` (0.8) or more.
 
 With fewer than ``MIN_TRIALS`` (4) full-budget trials it says so instead of estimating. Only the
 search's trials count (confirmation trials are extra seeds of a few of them). The replay is of the
@@ -76,8 +76,10 @@ def _rho(stats, a: list[float], b: list[float]) -> float:
 
 
 def smallest_grace(table: pd.DataFrame, level: float = LEVEL) -> int | None:
-    """The first round from which every later round's correlation with the best round is at least ``level``."""
-    values = table["spearman vs best round"].tolist()
+    """The first round from which every round a scheduler can stop at (all but the budget's last) correlates with
+    the best round at ``level`` or more. The last round is left out: nothing is stopped there, and on noisy
+    training it correlates least (a best round is often an earlier one)."""
+    values = table["spearman vs best round"].tolist()[:-1]
     for index in range(len(values)):
         if all(math.isfinite(v) and v >= level for v in values[index:]):
             return index + 1
@@ -159,13 +161,13 @@ def audit(sweep: Sweep, level: float = LEVEL) -> Audit:
     lines += [f"  round {int(r['round'])}: {_show(r['spearman vs best round'])} vs best, "
               f"{_show(r['spearman vs final round'])} vs final" for _, r in found.table.iterrows()]
     if found.grace_period is None:
-        lines.append(f"No round's ranking reaches rho {level:g} with the final ranking for good: early stopping "
-                     f"here ranks trials on noise; prefer scheduler type fifo, or more steps per round.")
+        lines.append(f"No round before the last ranks the trials at rho {level:g} with their best rounds for good: "
+                     f"early stopping here ranks trials on noise; prefer scheduler type fifo, or more steps per round.")
     else:
         grace_now = settings.grace_period if settings.type in REPLAYED else None
         now = "" if grace_now is None else (
             f" (the spec's grace_period {grace_now}: rho {_show(by_round.get(grace_now, math.nan))})")
-        lines.append(f"Smallest grace_period whose rounds all reach rho >= {level:g}: {found.grace_period}{now}.")
+        lines.append(f"Smallest grace_period from which every round before the last reaches rho >= {level:g}: {found.grace_period}{now}.")
     if settings.type in REPLAYED:
         order = [r.trial for r in sorted(rows, key=lambda r: (math.isnan(r.started), r.started, r.trial))]
         found.stopped_at = replay(rows, order, scheduler, sweep.metric, sweep.mode, sweep.max_rounds)[winner.trial]

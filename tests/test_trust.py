@@ -58,7 +58,15 @@ def test_the_audit_ranks_each_round_against_the_full_budget():
     # e starts last and is the weakest at round 1: ASHA (grace 1, halving) stops it there.
     assert found.stopped_at == 1
     assert 0 < found.stopped_share < 1  # arriving first, nothing is above it yet at round 1
-    assert any("Smallest grace_period whose rounds all reach rho >= 0.8: 3" in line for line in found.lines)
+    assert any("Smallest grace_period from which every round before the last reaches rho >= 0.8: 3" in line for line in found.lines)
+
+
+def test_the_smallest_grace_period_ignores_the_last_rounds_noise():
+    """Nothing is stopped at the budget's last round: its rank correlation does not hold the grace period back."""
+    table = pd.DataFrame({"round": [1, 2, 3, 4], "spearman vs best round": [0.5, 0.9, 0.85, 0.3]})
+    assert audit.smallest_grace(table) == 2
+    assert audit.smallest_grace(table.assign(**{"spearman vs best round": [0.9, 0.5, 0.95, 1.0]})) == 3
+    assert audit.smallest_grace(table.assign(**{"spearman vs best round": [0.9, 0.9, 0.5, 1.0]})) is None
 
 
 def test_the_replay_is_asha_as_ray_runs_it():
