@@ -59,24 +59,31 @@ def make_scheduler(spec: SweepSpec):
 
 
 def make_sampler(spec: SweepSpec):
-    """The sweep's seeded TPE sampler, with the spec's search settings (the sweep and --dry-run both use it)."""
+    """The sweep's seeded TPE sampler, with the spec's search settings (the sweep and --dry-run both use it); by
+    default it learns from the failures the config caused (hypir_sweep.failures)."""
     import optuna
 
+    from hypir_sweep.failures import FailureAwareTPE
+
+    sampler = FailureAwareTPE if spec.search.learn_from_failures else optuna.samplers.TPESampler
     with warnings.catch_warnings():  # multivariate and constant_liar are marked experimental by Optuna
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=spec.search.seed, n_startup_trials=spec.search.n_startup_trials,
-                                          multivariate=spec.search.multivariate,
-                                          constant_liar=spec.search.constant_liar)
+        return sampler(seed=spec.search.seed, n_startup_trials=spec.search.n_startup_trials,
+                       multivariate=spec.search.multivariate, constant_liar=spec.search.constant_liar)
 
 
 def make_searcher(spec: SweepSpec):
-    """Optuna TPE (seeded) over a study stored in the sweep folder; warm-start points run first."""
+    """Optuna TPE (seeded) over a study stored in the sweep folder, holding the earlier sweeps' trials first
+    (search.warm_start); warm-start points run first."""
     import optuna
 
     from hypir_sweep.search import SweepSearch
 
+    from hypir_sweep.warm_start import seed_study
+
     os.makedirs(spec.local_dir, exist_ok=True)
     storage = optuna.storages.RDBStorage(spec.optuna_storage)
+    seed_study(spec, storage)  # search.warm_start: the earlier sweeps' trials, before the first proposal
     return SweepSearch(metric=spec.metric, mode=spec.mode, sampler=make_sampler(spec),
                        study_name=spec.name, storage=storage, max_rounds=spec.max_rounds,
                        objectives=[(o.metric, o.mode) for o in spec.objectives] or None,

@@ -8,11 +8,13 @@ from rich.text import Text
 
 from hypir_core.config import shown as override_text
 from hypir_core.preflight import preflight
+from hypir_core.schema import Source
 from hypir_core.terminal import BAD, OK, WARN, make_console, status_cell
 from hypir_sweep.assembly import make_sampler, make_scheduler, optuna_distributions
 from hypir_sweep.outcome import fmt_value
 from hypir_sweep.resources import check_fits, check_gpus, local_node
 from hypir_sweep.spec import SpecError, load_spec
+from hypir_sweep.warm_start import earlier_sweeps
 
 console = make_console()
 
@@ -36,6 +38,8 @@ def dry_run(spec_path: str) -> int:
     s, sc = spec.search, spec.scheduler
     console.print(f"search: Optuna TPE, seed {s.seed}, {s.num_samples} trials, at most {s.max_concurrent_trials} "
                   f"at once, {len(s.points_to_evaluate)} warm-start points first ({', '.join(s.point_labels) or '-'})")
+    for earlier in earlier_sweeps(spec, Source(spec.source, error=SpecError).fail):
+        console.print(f"warm start: {earlier.summary()}")
     console.print(f"scheduler: {sc.type}, {spec.max_rounds} validation rounds per full trial "
                   f"({spec.base.max_train_steps} steps, validation every {spec.base.validation_steps})"
                   + (f", grace {sc.grace_period}, reduction factor {sc.reduction_factor}" if sc.type == "asha" else

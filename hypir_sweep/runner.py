@@ -23,6 +23,7 @@ from hypir_core import faults
 from hypir_core.errors import ConfigError
 from hypir_core.preflight import preflight
 from hypir_core.quiet import VERBOSE_ENV
+from hypir_core.schema import Source
 from hypir_core.terminal import WARN, make_console
 from hypir_sweep.analysis import load_sweep
 from hypir_sweep.assembly import make_scheduler, make_search, reuse_actors, tune_space
@@ -30,6 +31,7 @@ from hypir_sweep.outcome import fmt_value, print_outcome, prune_weights
 from hypir_sweep.resources import check_fits, check_gpus, cluster_nodes, local_node
 from hypir_sweep.spec import SPEC_COPY, SpecError, SweepSpec, load_spec, spec_copy
 from hypir_sweep.trial import sweep_trainable, trial_dirname, trial_name
+from hypir_sweep.warm_start import earlier_sweeps
 
 console = make_console()
 # Ray writes its experiment state this often (seconds), so a killed driver loses little.
@@ -114,7 +116,6 @@ def _resumed_confirm(spec: SweepSpec, confirm: bool) -> SweepSpec:
     --confirm the spec's, or top 3 when the spec has none, written into the spec copy."""
     from hypir_sweep.confirm import DEFAULT_TOP
     from hypir_sweep.spec import Confirm, check_confirm
-    from hypir_core.schema import Source
 
     saved = (_saved_spec(spec) or {}).get("confirm") or {}
     if not confirm:
@@ -177,6 +178,8 @@ def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, 
                         f"spec another name (or delete that folder) to start over.")
     if not resume:
         _check_fresh_study(spec)
+        for earlier in earlier_sweeps(spec, Source(spec.source, error=SpecError).fail):
+            console.print(f"Warm start: {earlier.summary()}")
     if not address:
         check_gpus(spec)
         check_fits(spec, [local_node()], None)

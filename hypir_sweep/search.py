@@ -5,7 +5,9 @@
 - each trial's per-round values are reported to Optuna by validation round;
 - a trial that ran the full budget is told COMPLETE with its best round (the value analyze.py ranks
   by); one the scheduler stopped early is PRUNED with its per-round values (a score after two rounds
-  is not comparable with one after ten); one that diverged, ran out of memory or crashed is FAIL;
+  is not comparable with one after ten); one that diverged, ran out of memory or crashed is FAIL, and
+  one whose config caused the failure also carries a constraint the sampler learns from
+  (hypir_sweep.failures);
 - after ``--resume``, Optuna trials that the interrupted driver asked for but Tune's last state
   snapshot never saw are failed (their warm-start points queued again), and nothing is told twice
   about a trial the study already holds as ended.
@@ -30,6 +32,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import Stopper
 
+from hypir_sweep import failures
 from hypir_sweep.trial import ENDING, ROUND  # noqa: F401 (ROUND re-exported: the schedulers' time axis)
 
 logger = logging.getLogger("hypir_sweep")
@@ -196,6 +199,7 @@ class SweepSearch(OptunaSearch):
             trial = self._ot_trials[trial_id]
             if reason:
                 trial.set_user_attr("ending", reason)
+                failures.mark(trial, reason)
             trial.set_user_attr("rounds", self._rounds(trial_id))
             self._ot_study.tell(trial, value, state=state)
             if state == _states().PRUNED:  # the decision is on record: the moment a killed driver may lose
@@ -277,12 +281,14 @@ class SweepSearch(OptunaSearch):
         import optuna
 
         values = {} if self.objectives else self.values.get(trial_id, {})
-        self._ot_study.add_trial(optuna.trial.create_trial(
+        copy = optuna.trial.create_trial(
             state=state, values=_as_list(value) if state == _states().COMPLETE else None, params=frozen.params,
             distributions=frozen.distributions, intermediate_values={r: v for r, v in values.items()
                                                                     if math.isfinite(v)},
             user_attrs={**frozen.user_attrs, RAY_TRIAL_ATTR: trial_id, "supersedes": frozen.number,
-                        "rounds": self._rounds(trial_id), **({"ending": reason} if reason else {})}))
+                        "rounds": self._rounds(trial_id), **({"ending": reason} if reason else {})})
+        failures.mark(copy, reason)
+        self._ot_study.add_trial(copy)
 
     # ---- resume ------------------------------------------------------------------------------
     def restore(self, checkpoint_path: str) -> None:

@@ -70,7 +70,8 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
     if written.search.num_samples < len(points):
         source.must_be("search.num_samples", f"at least the {len(points)} points_to_evaluate",
                        written.search.num_samples)
-    search = dataclasses.replace(written.search, points_to_evaluate=list(points), point_labels=labels)
+    search = dataclasses.replace(written.search, points_to_evaluate=list(points), point_labels=labels,
+                                 warm_start=[str(_relative_to(spec_path, p)) for p in written.search.warm_start])
     scheduler = check_scheduler(written.scheduler, raw.get("scheduler") or {}, source, base, space)
     tracking = check_tracking(written.tracking, base, source)
     spec = dataclasses.replace(

@@ -12,7 +12,8 @@ import annotated_types as at
 from pydantic import BeforeValidator, StringConstraints, WithJsonSchema, WrapValidator
 
 from hypir_core.config import SWANLAB_MODES, Config, config_from_dict, config_to_dict
-from hypir_core.schema import Allowed, Choice, Derived, Flag, Int, Nested, Number, Text, key, nested, says, section
+from hypir_core.schema import (Allowed, Choice, Derived, Flag, Int, Nested, Number, Text, Texts, key, nested, says,
+                               section)
 
 PARAM_TYPES = ("uniform", "loguniform", "int", "choice")
 SCHEDULERS = ("asha", "hyperband", "median", "fifo", "pbt", "pb2")
@@ -110,6 +111,11 @@ class Search:
     n_startup_trials: Int(ge=0) = key(4, "TPE: random draws before it models (warm-start points count)")
     multivariate: Flag() = key(False, "TPE: one joint model of all parameters")
     constant_liar: Flag() = key(False, "TPE: running trials count as bad, so parallel proposals spread out")
+    warm_start: Texts(empty_ok=True, allowed="a list of earlier sweeps' folders") = key(
+        [], "earlier sweeps' folders (relative to the spec) whose ended trials the sampler starts from, where "
+            "they fit this space")
+    learn_from_failures: Flag() = key(True, "TPE: configs near ones that diverged, ran out of memory or were "
+                                            "refused are proposed less (the study still says FAIL)")
     point_labels: Derived[tuple[str, ...]] = key((), "each warm-start point's name (its file's, or 'point <i>')")
 
 

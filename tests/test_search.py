@@ -47,6 +47,37 @@ def test_the_study_says_how_each_trial_ended(tmp_path):
     assert by_id["b"].state == States.PRUNED and by_id["b"].intermediate_values == {1: 19.0}
     assert by_id["c"].state == States.FAIL and by_id["c"].user_attrs["ending"] == "diverged at step 25"
     assert by_id["d"].state == States.FAIL
+    # The config made c fail: the sampler learns it (a constraint); d crashed, which a retry may fix.
+    assert by_id["c"].constraints == {"failed": 1.0} and by_id["d"].constraints == {}
+    assert [t.state for t in study.trials if t.constraints] == [States.FAIL]
+
+
+def test_tpe_learns_to_avoid_configs_that_diverged():
+    """A score that rises with lr_G up to where training diverges: plain TPE never sees the failures and keeps
+    proposing there; the sweep's sampler (search.learn_from_failures, the default) reads them as infeasible."""
+    import math
+
+    from hypir_sweep.failures import FailureAwareTPE, mark
+
+    def failures(sampler_class, seed: int) -> int:
+        study = optuna.create_study(direction="maximize", sampler=sampler_class(seed=seed, n_startup_trials=4))
+        space = {"lr_G": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True),
+                 "lambda_l2": optuna.distributions.FloatDistribution(0.0, 1.0)}
+        count = 0
+        for _ in range(30):
+            trial = study.ask(space)
+            if trial.params["lr_G"] > 1e-2:
+                mark(trial, "diverged at step 5")
+                study.tell(trial, state=States.FAIL)
+                count += 1
+            else:
+                study.tell(trial, math.log10(trial.params["lr_G"]) - (trial.params["lambda_l2"] - 0.5) ** 2)
+        assert all(t.state in (States.FAIL, States.COMPLETE) for t in study.trials)  # the study keeps the truth
+        return count
+
+    plain = sum(failures(optuna.samplers.TPESampler, seed) for seed in range(3))
+    learned = sum(failures(FailureAwareTPE, seed) for seed in range(3))
+    assert learned < plain / 2, (learned, plain)  # 3 seeds x 30 trials: 74 failures plain, 31 learned
 
 
 def test_a_resumed_searcher_agrees_with_the_study(tmp_path):
