@@ -3,16 +3,18 @@
 
     python bench/audit.py [--seeds 20] [--table bench/data/quickstart_grid.csv]
 
-Truth: ``hypir_sweep.audit``'s measures over all 81 configs of the ground-truth grid (every config ran
-the full budget, one seed): Spearman's rho of each round with the best and the final round, the smallest
-grace_period at rho 0.8, and how often the quickstart's ASHA (grace 1, halving), replayed on the 81
+Truth: ``hypir_sweep.audit``'s measures over every config of the ground-truth grid (every config ran the
+full budget with several seeds; a config's score at a round is its mean over seeds, its best the mean of
+its seeds' best rounds): Spearman's rho of each round with the best and the final round, the smallest
+grace_period at rho 0.8, and how often the quickstart's ASHA (grace 1, halving), replayed on those
 curves in random arrival orders, would stop the grid's best config.
 
 Estimates: the shipped default (TPE + ASHA, 2 trials at a time) replayed over the grid through the real
 Ray Tune, Optuna and scheduler code (bench/search.py's replay, the table's rounds instead of training),
 for ``--seeds`` search seeds, stopped at the quickstart's compute (32 trial-rounds) and at a quarter of
-the grid's (81). The audit is computed on each replayed sweep's full-budget trials as analyze.py would;
-printed: how often it has enough trials, and its rho per round against the truth.
+the grid's (81). The audit is computed on each replayed sweep's full-budget trials as analyze.py would,
+from the rounds that sweep observed (one seed per config); printed: how often it has enough trials, and
+its rho per round against the truth.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ BUDGETS = (32, 81)
 ASHA = {"type": "asha", "grace_period": 1, "reduction_factor": 2}
 
 
-def rows_of(curves: dict[str, list[float]], order: list[str]):
+def rows_of(curves: dict[str, list[float]], order: list[str], best: dict[str, float] | None = None):
+    """The configs as analyze.py's full-budget trials, in ``order``, with the given curves (and best values)."""
     from hypir_sweep.analysis import TrialRow
 
-    return [TrialRow(trial=key, status="completed", rounds=MAX_ROUNDS, best=max(curves[key]), last=curves[key][-1],
+    best = best or {key: max(curve) for key, curve in curves.items()}
+    return [TrialRow(trial=key, status="completed", rounds=MAX_ROUNDS, best=best[key], last=curves[key][-1],
                      best_metrics={}, params={}, seconds=0.0, path="", curve=list(enumerate(curves[key], start=1)),
                      started=float(index)) for index, key in enumerate(order)]
 
@@ -69,8 +73,9 @@ def main() -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     logging.getLogger("ray").setLevel(logging.ERROR)
     table = load_table(Path(args.table))
-    keys = sorted(table)
-    truth_rows = rows_of(table, keys)
+    keys = sorted(c for c, v in table.truth.items() if math.isfinite(v))
+    means = {c: table.mean_curve(c) for c in keys}
+    truth_rows = rows_of(means, keys, table.truth)
     by_best, by_final, grace = measures(truth_rows)
     winner = max(truth_rows, key=lambda r: r.best).trial
     from hypir_sweep import trust_plots
@@ -80,11 +85,12 @@ def main() -> int:
     rng = np.random.default_rng(0)
     stopped = [audit.replay(truth_rows, list(rng.permutation(keys)), ASHA, "m", "max", MAX_ROUNDS)[winner]
                for _ in range(audit.ORDERS)]
-    print(f"truth over all {len(keys)} grid configs (one seed): rho vs best round "
+    print(f"truth over all {len(keys)} grid configs (each round's mean over {len(table.seeds)} seeds): rho vs best "
+          f"round "
           + ", ".join(f"r{i + 1} {v:.2f}" for i, v in enumerate(by_best)) + "; vs final round "
           + ", ".join(f"r{i + 1} {v:.2f}" for i, v in enumerate(by_final))
           + f"; smallest grace_period at rho {audit.LEVEL:g}: {grace}")
-    print(f"  ASHA (grace 1, halving) on the 81 curves stops the grid's best ({winner}) in "
+    print(f"  ASHA (grace 1, halving) on the {len(keys)} mean curves stops the grid's best ({winner}) in "
           f"{np.mean([s is not None for s in stopped]):.0%} of {audit.ORDERS} random arrival orders "
           f"(at round 1: {np.mean([s == 1 for s in stopped]):.0%}, round 2: {np.mean([s == 2 for s in stopped]):.0%})")
 
@@ -92,15 +98,16 @@ def main() -> int:
     found = {b: [] for b in BUDGETS}
     with tempfile.TemporaryDirectory() as work:
         for seed in range(args.seeds):
-            log = run_strategy("default", seed, table, max(BUDGETS), work)
+            log = run_strategy(table, "default", seed, max(BUDGETS), work)
+            observed = {c: table.observed(c, seed)[0] for c in keys}
             for budget in BUDGETS:
                 seen, order = {}, []
                 for config, round_number, _ in log[:budget]:
                     if config not in seen:
                         order.append(config)
                     seen[config] = max(seen.get(config, 0), round_number)
-                full = [c for c in order if seen[c] >= MAX_ROUNDS]
-                rows = rows_of(table, full)
+                full = [c for c in order if seen[c] >= MAX_ROUNDS and c in observed]
+                rows = rows_of(observed, full)
                 if len(rows) < audit.MIN_TRIALS:
                     found[budget].append(None)
                     continue

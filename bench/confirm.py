@@ -2,6 +2,14 @@
 """Is the single-seed winner the winner by mean once its finalists are confirmed? Real quickstart sweeps.
 
     python bench/confirm.py [--search-seeds 0,1,2] [--top 3] [--seeds 2]
+    python bench/confirm.py --replay [--search-seeds 20] [--top 3]     against the multi-seed ground truth
+
+With ``--replay``: the shipped default replayed over the ground-truth grid (bench/search.py: each config
+seen through one of its seeds, drawn per search seed), stopped at the quickstart's compute and at a quarter
+of the grid's; its top full-budget configs are then "confirmed" with the table's other seeds (the table holds
+the base seed and the next two: what ``confirm: {seeds: 2}`` runs), so each finalist's mean is the table's
+truth. Printed: how often the single-seed winner is the winner by mean, Welch's test between the two best
+means, and the regret (against the table's best mean) of what each export rule picks.
 
 For each search seed: ``python launch.py`` on sweeps/quickstart.yaml with ``search.seed`` set and
 ``confirm: {top, seeds}`` (training, not replay; a temporary folder, no tracking), then the sweep read
@@ -33,7 +41,10 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--figures", default=str(ROOT / "bench" / "results" / "confirm"),
                         help="where each sweep's finalists figure goes (finalists-<search seed>.png)")
+    parser.add_argument("--replay", action="store_true", help="replay against bench/data/quickstart_grid.csv")
     args = parser.parse_args()
+    if args.replay:
+        return replay(int(args.search_seeds) if "," not in args.search_seeds else 20, args.top)
     from hypir_sweep import audit, finalists
     from hypir_sweep.analysis import load_sweep
 
@@ -71,6 +82,62 @@ def main() -> int:
             print(f"  the winner by mean is {'the same' if agree else 'another'} config", flush=True)
     print(f"\nthe single-seed winner was the winner by mean in {same} of {len(seeds)} search seeds "
           f"(top {args.top}, {args.seeds} new seeds each)")
+    return 0
+
+
+def replay(search_seeds: int, top: int) -> int:
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import logging
+    import statistics
+
+    import optuna
+    import ray
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import ground_truth
+    from search import MAX_ROUNDS, exported, load_table, run_strategy
+
+    from hypir_sweep.analysis import TrialRow
+    from hypir_sweep.finalists import ALPHA, Finalist, welch
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    table = load_table(ground_truth.TABLES["quickstart"])
+    budgets = (32, 81)
+    ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    found = {b: [] for b in budgets}
+    with tempfile.TemporaryDirectory() as work:
+        for seed in range(search_seeds):
+            log = run_strategy(table, "default", seed, max(budgets), work)
+            for budget in budgets:
+                best: dict[str, tuple[int, float]] = {}
+                for config, round_number, score in log[:budget]:
+                    done, value = best.get(config, (0, -1e9))
+                    best[config] = (max(done, round_number), max(value, score))
+                full = sorted((c for c, (done, _) in best.items() if done >= MAX_ROUNDS), key=lambda c: -best[c][1])
+                if len(full) < 2:
+                    found[budget].append(None)
+                    continue
+                finalists = []
+                for config in full[:top]:
+                    scores = [(s, max(curve)) for s, (curve, _) in sorted(table.runs[config].items())]
+                    finalists.append(Finalist(TrialRow(config, "completed", MAX_ROUNDS, best[config][1], 0.0, {}, {},
+                                                       0.0, ""), scores))
+                finalists.sort(key=lambda f: -f.mean)
+                single = exported(log, budget)
+                found[budget].append((single == finalists[0].row.trial, welch(finalists[0], finalists[1]) < ALPHA,
+                                      table.regret(single), table.regret(finalists[0].row.trial)))
+    ray.shutdown()
+    for budget in budgets:
+        usable = [r for r in found[budget] if r is not None]
+        print(f"{budget} trial-rounds, {len(found[budget])} search seeds ({len(usable)} with 2+ full-budget trials; "
+              f"top {top} confirmed with the table's 3 seeds):")
+        print(f"  the single-seed winner is the winner by mean in {sum(r[0] for r in usable)} of {len(usable)}; the "
+              f"best mean is distinguishable from the runner-up's (Welch, 5%) in {sum(r[1] for r in usable)}")
+        print(f"  regret against the table's best mean, median [mean]: single-seed winner "
+              f"{statistics.median(r[2] for r in usable):.3f} [{statistics.mean(r[2] for r in usable):.3f}], "
+              f"winner by mean {statistics.median(r[3] for r in usable):.3f} "
+              f"[{statistics.mean(r[3] for r in usable):.3f}]")
     return 0
 
 
