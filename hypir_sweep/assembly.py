@@ -78,7 +78,6 @@ def make_searcher(spec: SweepSpec):
     import optuna
 
     from hypir_sweep.search import SweepSearch
-
     from hypir_sweep.warm_start import seed_study
 
     os.makedirs(spec.local_dir, exist_ok=True)
