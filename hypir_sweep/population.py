@@ -76,7 +76,9 @@ def copy_exploited(source: str, trial_dir: str) -> str:
     """Copy a donor's checkpoint folder into the receiving trial's folder; drop its older copies."""
     os.makedirs(trial_dir, exist_ok=True)
     existing = sorted(name for name in os.listdir(trial_dir) if name.startswith(EXPLOITED))
-    target = os.path.join(trial_dir, f"{EXPLOITED}{len(existing) + 1:04d}")
+    # Numbered after the newest copy: the older ones are removed, so their count would name one that exists.
+    number = int(existing[-1][len(EXPLOITED):]) + 1 if existing else 1
+    target = os.path.join(trial_dir, f"{EXPLOITED}{number:04d}")
     shutil.copytree(source, target)
     for name in existing[:-1]:  # the newest older copy may still be the one a retry restores from
         shutil.rmtree(os.path.join(trial_dir, name), ignore_errors=True)

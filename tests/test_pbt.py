@@ -88,3 +88,18 @@ def test_synchronous_pbt_killed_after_round_4_resumes_and_its_winner_replays_as_
     replayed = json.loads((tmp_path / "replay" / "summary.json").read_text())["rounds"]
     for ours, theirs in zip(replayed, winner["rounds"], strict=True):
         assert ours["metrics"]["val/Final_Score"] == pytest.approx(theirs["metrics"]["val/Final_Score"], abs=1e-4)
+
+
+def test_a_trial_exploited_again_and_again_keeps_its_two_newest_copies(tmp_path):
+    """Each exploit copies the donor's checkpoint into the receiver; the fourth must not collide with the third
+    (older copies are removed, so their count is no name for the next)."""
+    from hypir_sweep.population import copy_exploited
+
+    trial_dir = tmp_path / "trial"
+    for index in range(1, 6):
+        donor = tmp_path / f"donor_{index}"
+        donor.mkdir()
+        (donor / "state.txt").write_text(str(index))
+        copied = copy_exploited(str(donor), str(trial_dir))
+        assert open(os.path.join(copied, "state.txt")).read() == str(index)
+    assert sorted(os.listdir(trial_dir)) == ["exploited_0004", "exploited_0005"]
