@@ -9,8 +9,9 @@
   one whose config caused the failure also carries a constraint the sampler learns from
   (hypir_sweep.failures);
 - after ``--resume``, Optuna trials that the interrupted driver asked for but Tune's last state
-  snapshot never saw are failed (their warm-start points queued again), and nothing is told twice
-  about a trial the study already holds as ended.
+  snapshot never saw are failed (their warm-start points queued again), nothing is told twice
+  about a trial the study already holds as ended, and a trial that ended after that snapshot counts
+  towards ``num_samples`` (Tune restores without it and would otherwise ask for one more).
 
 The study is written the moment a trial's end is decided; Tune's snapshot can be seconds older. So
 the study is where a resumed sweep learns which trials ended (``newest_records``, ``is_final``):
@@ -56,6 +57,7 @@ class SweepSearch(OptunaSearch):
         self.values: dict[str, dict[int, float]] = {}  # Tune trial id -> {round: value}
         self.points: dict[str, tuple[int, list[float]]] = {}  # Pareto sweeps: trial -> (round, objective values)
         self.ended: set[str] = set()  # trials the study held as ended when the sweep was resumed
+        self.search_ended: set[str] = set()  # those of the search's study (not the confirmation's)
         self.orphans: dict[str, Any] = {}  # study records of trials Tune runs that this searcher never asked
         # The confirmation phase: after ``num_samples`` search trials (None: no limit of ours, no phase).
         self.search_samples, self.base_seed = num_samples, base_seed
@@ -74,7 +76,9 @@ class SweepSearch(OptunaSearch):
     # ---- asking ------------------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict | str | None:
         limit = getattr(self, "search_samples", None)
-        if limit is not None and len(self._ot_trials) >= limit:
+        # Trials that ended in the study after Tune's last snapshot (the driver died in between) count too:
+        # Tune restores without them, so its count of trials is short by as many.
+        if limit is not None and len(set(self._ot_trials) | getattr(self, "search_ended", set())) >= limit:
             if not all(t in self._completed_trials or t in self.ended for t in self._ot_trials):
                 return None  # "not yet": the finalists are known once every search trial has ended
             return self._suggest_confirmation(trial_id)
@@ -308,9 +312,8 @@ class SweepSearch(OptunaSearch):
             study._storage.set_trial_state_values(frozen._trial_id, states.FAIL)
             if "fixed_params" in frozen.system_attrs:
                 study.enqueue_trial(frozen.system_attrs["fixed_params"], skip_if_exists=False)
-        for trial_id, frozen in newest_records(study).items():
-            if is_final(frozen):
-                self.ended.add(trial_id)
+        self.search_ended = {trial_id for trial_id, frozen in newest_records(study).items() if is_final(frozen)}
+        self.ended |= self.search_ended
         for trial_id in list(self._ot_trials):
             frozen = self._frozen(trial_id)
             if trial_id in self._completed_trials and frozen.state == states.FAIL and \
