@@ -36,16 +36,21 @@ def optuna_distributions(spec: SweepSpec) -> dict[str, Any]:
 
 
 def make_scheduler(spec: SweepSpec):
-    """ASHA, HyperBand, median stopping or FIFO (time counted in the trial's validation rounds), each of which
+    """ASHA, multi-objective ASHA (hypir_sweep.moasha), HyperBand, median stopping or FIFO (time counted in the
+    trial's validation rounds), each of which
     stops the trials that had ended before an interruption when the sweep resumes (hypir_sweep.resume) and lets
     confirmation trials run their full budget (hypir_sweep.confirm)."""
-    from hypir_sweep.confirm import ConfirmingASHA, ConfirmingFIFO, ConfirmingHyperBand, ConfirmingMedianStopping
+    from hypir_sweep.confirm import (ConfirmingASHA, ConfirmingFIFO, ConfirmingHyperBand, ConfirmingMedianStopping,
+                                     ConfirmingMOASHA)
     from hypir_sweep.search import ROUND
 
     s = spec.scheduler
     if s.type == "asha":
         return ConfirmingASHA(time_attr=ROUND, max_t=spec.max_rounds, grace_period=s.grace_period,
                               reduction_factor=s.reduction_factor)
+    if s.type == "moasha":
+        return ConfirmingMOASHA([(o.metric, o.mode) for o in spec.objectives], time_attr=ROUND, max_t=spec.max_rounds,
+                                grace_period=s.grace_period, reduction_factor=s.reduction_factor)
     if s.type == "hyperband":
         return ConfirmingHyperBand(time_attr=ROUND, max_t=spec.max_rounds, reduction_factor=s.reduction_factor)
     if s.type == "median":

@@ -131,6 +131,12 @@ def replay(rows: list[TrialRow], order: list[str], scheduler: dict, metric: str,
     return stopped
 
 
+def sweep_scheduler(sweep: Sweep) -> dict:
+    """The scheduler a sweep ran with: its spec's keys, with the type it resolved to (a Pareto sweep's default)."""
+    written = dict(sweep.spec.get("scheduler") or {})
+    return {**written, "type": sweep.spec["scheduler_type"]} if "scheduler_type" in sweep.spec else written
+
+
 def _scheduler_settings(scheduler: dict):
     from hypir_sweep.spec_schema import Scheduler
 
@@ -150,7 +156,7 @@ def audit(sweep: Sweep, level: float = LEVEL) -> Audit:
         return found
     found.table = correlations(rows, sweep.max_rounds)
     found.grace_period = smallest_grace(found.table, level)
-    scheduler = sweep.spec.get("scheduler") or {}
+    scheduler = sweep_scheduler(sweep)
     settings = _scheduler_settings(scheduler)
     pick = max if sweep.mode == "max" else min
     winner = pick(rows, key=lambda r: r.best)
@@ -180,9 +186,12 @@ def audit(sweep: Sweep, level: float = LEVEL) -> Audit:
                      f"time in the order they started: it {verdict}; in {found.stopped_share:.0%} of {ORDERS} random "
                      f"arrival orders it stops the winner, trial {winner.trial}.")
     else:
-        lines.append(f"Scheduler type {settings.type}: " + ("it stops no trial early." if settings.type == "fifo" else
-                     "not replayed (its brackets depend on which trials ran side by side); the correlations above "
-                     "still say whether early rounds rank trials as the budget does."))
+        why = {"fifo": "it stops no trial early.",
+               "moasha": f"not replayed (it stops by the front of the objectives, not by {sweep.metric}); the "
+                         f"correlations above still say whether early rounds rank trials as the budget does.",
+               }.get(settings.type, "not replayed (its brackets depend on which trials ran side by side); the "
+                                    "correlations above still say whether early rounds rank trials as the budget does.")
+        lines.append(f"Scheduler type {settings.type}: {why}")
     _ema_hint(sweep, found, settings, lines, level)
     found.lines = lines
     return found
@@ -223,7 +232,7 @@ def section(sweep: Sweep, out_dir: str, plots_dir: str) -> tuple[list[str], list
             path, index=False)
         return found.lines, [], "".join(f"<p>{line}</p>" for line in found.lines)
     found.table.to_csv(path, index=False)
-    settings = _scheduler_settings(sweep.spec.get("scheduler") or {})
+    settings = _scheduler_settings(sweep_scheduler(sweep))
     figure = trust_plots.rank_correlation(found.table, LEVEL, settings.grace_period if settings.type in REPLAYED
                                           else None, found.grace_period, os.path.join(plots_dir,
                                                                                       "early_stopping_audit.png"))

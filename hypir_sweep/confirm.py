@@ -31,7 +31,7 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import SearchGenerator
 
 from hypir_sweep.resume import (ResumableASHA, ResumableFIFO, ResumableHyperBand, ResumableMedianStopping,
-                                _load_study)
+                                ResumableMOASHA, _load_study)
 from hypir_sweep.search import is_final, newest_records
 
 SEED_KEY = "seed"  # the training config's key a confirmation trial sets (a search never samples it with confirm)
@@ -223,6 +223,10 @@ class ConfirmRunsFull:
 
 class ConfirmingASHA(ConfirmRunsFull, ResumableASHA):
     """ResumableASHA; confirmation trials run their full budget, outside its rungs."""
+
+
+class ConfirmingMOASHA(ConfirmRunsFull, ResumableMOASHA):
+    """ResumableMOASHA, told of every trial like the others (a Pareto sweep confirms no finalists)."""
 
 
 class ConfirmingHyperBand(ConfirmRunsFull, ResumableHyperBand):

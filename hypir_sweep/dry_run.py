@@ -42,7 +42,8 @@ def dry_run(spec_path: str) -> int:
         console.print(f"warm start: {earlier.summary()}")
     console.print(f"scheduler: {sc.type}, {spec.max_rounds} validation rounds per full trial "
                   f"({spec.base.max_train_steps} steps, validation every {spec.base.validation_steps})"
-                  + (f", grace {sc.grace_period}, reduction factor {sc.reduction_factor}" if sc.type == "asha" else
+                  + (f", grace {sc.grace_period}, reduction factor {sc.reduction_factor}"
+                     if sc.type in ("asha", "moasha") else
                      f", reduction factor {sc.reduction_factor}" if sc.type == "hyperband" else ""))
     make_scheduler(spec)
     if sc.type == "hyperband" and s.max_concurrent_trials < s.num_samples:
@@ -51,7 +52,8 @@ def dry_run(spec_path: str) -> int:
                       "need this).", style=WARN)
     if spec.objectives:
         console.print("objectives (Pareto front): " + ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives)
-                      + f"; early stopping on {spec.metric}")
+                      + ("; early stopping by their front (moasha)" if sc.type == "moasha" else
+                         f"; early stopping on {spec.metric}" if sc.type not in ("fifo", "pbt", "pb2") else ""))
     console.print(f"resources per trial: {spec.resources.gpu:g} GPU, {spec.resources.cpu:g} CPU; "
                   f"metric {spec.metric} ({spec.mode}); results in {spec.sweep_dir}; tracking {spec.tracking.report_to}")
     for warning in spec.warnings:

@@ -10,8 +10,8 @@ as RUNNING a trial that the scheduler had already stopped, or one that had finis
   stopped early says so; one that trained on after an early stop, in a sweep run by an older version,
   is recorded as completed);
 - the scheduler (the ``Resumable*`` classes, ``population_scheduler``) stops every restored trial that
-  the study holds as ended before any trial starts, so none is trained again, and gives ASHA back the
-  rung values it had not yet saved;
+  the study holds as ended before any trial starts, so none is trained again, and gives ASHA (and
+  multi-objective ASHA) back the rung values it had not yet saved;
 - ``SchedulerState`` saves what the scheduler knows with Tune's snapshot (ASHA's rungs; population-based
   training's per-trial times, scores and next synchronisation point).
 """
@@ -31,7 +31,9 @@ from ray.tune.schedulers import (AsyncHyperBandScheduler, FIFOScheduler, HyperBa
                                  MedianStoppingRule)
 
 from hypir_core import checkpoint as ckpt
-from hypir_sweep.search import ROUND_VALUES_ATTR, is_final, newest_records, round_values
+from hypir_sweep.moasha import MultiObjectiveASHA, losses_of
+from hypir_sweep.search import (ROUND_POINTS_ATTR, ROUND_VALUES_ATTR, is_final, newest_records, round_points,
+                                round_values)
 from hypir_sweep.spec import SpecError
 
 logger = logging.getLogger("hypir_sweep")
@@ -117,7 +119,9 @@ def settle_trial_folders(sweep_dir: str, study, metric: str, mode: str, max_roun
                 state=states.COMPLETE, values=values, params=frozen.params, distributions=frozen.distributions,
                 intermediate_values={} if objectives else curve,
                 user_attrs={**frozen.user_attrs, "supersedes": frozen.number, "rounds": len(rounds),
-                            **({ROUND_VALUES_ATTR: {str(r): v for r, v in curve.items()}} if objectives else {})}))
+                            **({ROUND_VALUES_ATTR: {str(r): v for r, v in curve.items()},
+                                ROUND_POINTS_ATTR: {str(i): [float(r["metrics"][name]) for name in objectives]
+                                                    for i, r in enumerate(rounds, start=1)}} if objectives else {})}))
             changed.append(f"trial {trial_id} trained its full budget after an early stop: recorded as completed")
             continue
         stopped_at = int(frozen.user_attrs.get("rounds") or max(round_values(frozen), default=0))
@@ -176,6 +180,20 @@ class ResumableASHA(SettleOnResume, AsyncHyperBandScheduler):
                     recorded[trial_id] = self._metric_op * values[milestone]
 
 
+class ResumableMOASHA(SettleOnResume, MultiObjectiveASHA):
+    """Multi-objective ASHA that settles restored trials (SettleOnResume) and refills its rungs from the objectives
+    the study keeps per round."""
+
+    def refill(self, records: dict[str, Any]) -> None:
+        bracket = self._brackets[0]
+        for trial_id, frozen in records.items():
+            points = round_points(frozen)
+            for milestone, recorded in bracket._rungs:
+                if trial_id not in recorded and milestone in points:
+                    recorded[trial_id] = losses_of(dict(zip((m for m, _ in self._objectives), points[milestone])),
+                                                   self._objectives)
+
+
 class ResumableHyperBand(SettleOnResume, HyperBandScheduler):
     """HyperBand that settles restored trials (SettleOnResume)."""
 
@@ -208,7 +226,7 @@ _PBT_FIELDS = ("last_score", "last_perturbation_time", "last_train_time", "last_
 class SchedulerState(Callback):
     """Saves the scheduler's knowledge with Tune's experiment state; restores it on ``--resume``.
 
-    ASHA: its brackets and rungs. Population-based training: each trial's last score, train and
+    ASHA (and multi-objective ASHA): its brackets and rungs. Population-based training: each trial's last score, train and
     perturbation times (by trial id: the restored trials are new objects) and the next synchronisation
     point, which Ray's PBT does not save (a synchronous population would otherwise wait forever).
     """
@@ -265,4 +283,4 @@ def unstall_pbt(scheduler, tune_controller) -> None:
 
 
 __all__ = ["ROUND_VALUES_ATTR", "SchedulerState", "ResumableASHA", "ResumableFIFO", "ResumableHyperBand",
-           "ResumableMedianStopping", "check_snapshot", "settle_trial_folders", "restore_pbt_trial", "unstall_pbt"]
+           "ResumableMOASHA", "ResumableMedianStopping", "check_snapshot", "settle_trial_folders", "restore_pbt_trial", "unstall_pbt"]

@@ -84,6 +84,18 @@ def _saved_spec(spec: SweepSpec) -> dict | None:
         return yaml.safe_load(handle)
 
 
+def _resumed_scheduler(spec: SweepSpec) -> SweepSpec:
+    """A Pareto sweep started before moasha became the default with objectives (its copy of the spec names no
+    scheduler_type) and whose spec names no scheduler type resumes with the scalar asha it started with."""
+    saved = _saved_spec(spec)
+    if saved is None or "scheduler_type" in saved:
+        return spec
+    started_with = (saved.get("scheduler") or {}).get("type", "asha")
+    if spec.scheduler.type != started_with and "type" not in (spec.raw.get("scheduler") or {}):
+        return dataclasses.replace(spec, scheduler=dataclasses.replace(spec.scheduler, type=started_with))
+    return spec
+
+
 def _check_unchanged(spec: SweepSpec) -> None:
     """--resume runs the spec the sweep started with: an edited spec or base config is refused, naming what changed.
     ``confirm`` is the sweep's to change (``--confirm``); ``_resumed_confirm`` decides it."""
@@ -91,6 +103,8 @@ def _check_unchanged(spec: SweepSpec) -> None:
     if saved is None:
         return
     now = yaml.safe_load(yaml.safe_dump(spec_copy(spec), sort_keys=False))
+    if "scheduler_type" not in saved:  # a copy written before the resolved type was kept: it was the written one
+        now.pop("scheduler_type", None)
     saved, now = ({k: v for k, v in d.items() if k != "confirm"} for d in (saved, now))
     changed = _differences(saved, now)
     if changed:
@@ -166,6 +180,7 @@ def run_sweep(spec_path: str, resume: bool = False, address: str | None = None, 
         _start_over(spec, experiment)
         resume = exists = False
     if resume:
+        spec = _resumed_scheduler(spec)
         _check_unchanged(spec)
         spec = _resumed_confirm(spec, confirm)
         if not spec.remote_storage:

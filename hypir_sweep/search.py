@@ -39,6 +39,7 @@ from hypir_sweep.trial import ENDING, ROUND  # noqa: F401 (ROUND re-exported: th
 logger = logging.getLogger("hypir_sweep")
 RAY_TRIAL_ATTR = "ray_trial_id"
 ROUND_VALUES_ATTR = "round_values"  # Pareto sweeps: the scheduler's metric per round (the study holds no curve)
+ROUND_POINTS_ATTR = "round_objectives"  # Pareto sweeps: the objectives per round (what MOASHA's rungs hold)
 ERROR, ORPHANED = "error", "orphaned by an interrupted sweep"  # FAIL endings that --resume runs again / replaces
 
 
@@ -154,10 +155,14 @@ class SweepSearch(OptunaSearch):
         if not known and self._orphan(trial_id) is None:
             return
         if self.objectives:  # Optuna takes no per-round values with several objectives: keep the newest round
+            round_number = int(result[ROUND])
             if all(metric in result for metric, _ in self.objectives):
-                self.points[trial_id] = (int(result[ROUND]), [float(result[m]) for m, _ in self.objectives])
-            if known and self.scheduler_metric in result:
-                self._keep_round_value(trial_id, int(result[ROUND]), float(result[self.scheduler_metric]))
+                point = [float(result[m]) for m, _ in self.objectives]
+                self.points[trial_id] = (round_number, point)
+                if known and all(math.isfinite(v) for v in point):
+                    self._keep_per_round(trial_id, ROUND_POINTS_ATTR, round_number, point)
+            if known and self.scheduler_metric in result and math.isfinite(float(result[self.scheduler_metric])):
+                self._keep_per_round(trial_id, ROUND_VALUES_ATTR, round_number, float(result[self.scheduler_metric]))
             return
         if self.metric not in result:
             return
@@ -252,12 +257,13 @@ class SweepSearch(OptunaSearch):
         if math.isfinite(value) and not frozen.state.is_finished() and round_number not in frozen.intermediate_values:
             record.report(value, round_number)
 
-    def _keep_round_value(self, trial_id: str, round_number: int, value: float) -> None:
+    def _keep_per_round(self, trial_id: str, attr: str, round_number: int, value) -> None:
+        """Keep a Pareto trial's round in the study's user attribute ``attr`` (once, while the trial runs)."""
         frozen = self._frozen(trial_id)
-        kept = dict(frozen.user_attrs.get(ROUND_VALUES_ATTR) or {})
-        if str(round_number) not in kept and math.isfinite(value) and not frozen.state.is_finished():
+        kept = dict(frozen.user_attrs.get(attr) or {})
+        if str(round_number) not in kept and not frozen.state.is_finished():
             kept[str(round_number)] = value
-            self._ot_trials[trial_id].set_user_attr(ROUND_VALUES_ATTR, kept)
+            self._ot_trials[trial_id].set_user_attr(attr, kept)
 
     def _rounds(self, trial_id: str) -> int:
         if self.objectives:
@@ -363,6 +369,11 @@ def round_values(frozen) -> dict[int, float]:
     if kept:
         return {int(r): float(v) for r, v in kept.items()}
     return {int(r): float(v) for r, v in frozen.intermediate_values.items()}
+
+
+def round_points(frozen) -> dict[int, list[float]]:
+    """A Pareto sweep's objectives at each round a study record holds (what MOASHA's rungs are refilled from)."""
+    return {int(r): [float(v) for v in values] for r, values in (frozen.user_attrs.get(ROUND_POINTS_ATTR) or {}).items()}
 
 
 def _as_list(value) -> list[float] | None:

@@ -39,7 +39,7 @@ class SpecError(ConfigError):
 
 def spec_copy(spec: SweepSpec) -> dict:
     """What ``sweep_spec.yaml`` holds: the spec as written plus everything resolved from it (ties included)."""
-    return {**spec.raw, "name": spec.name, "ties": dict(spec.ties),
+    return {**spec.raw, "name": spec.name, "ties": dict(spec.ties), "scheduler_type": spec.scheduler.type,
             "points_resolved": [dict(p) for p in spec.search.points_to_evaluate],
             "base_resolved": config_to_dict(spec.base)}
 
@@ -72,7 +72,7 @@ def load_spec(path: str | os.PathLike) -> SweepSpec:
                        written.search.num_samples)
     search = dataclasses.replace(written.search, points_to_evaluate=list(points), point_labels=labels,
                                  warm_start=[str(_relative_to(spec_path, p)) for p in written.search.warm_start])
-    scheduler = check_scheduler(written.scheduler, raw.get("scheduler") or {}, source, base, space)
+    scheduler = check_scheduler(written.scheduler, raw.get("scheduler") or {}, source, base, space, objectives)
     tracking = check_tracking(written.tracking, base, source)
     spec = dataclasses.replace(
         written, name=written.name or spec_path.stem, source=str(path), base_config=str(base_path), base=base,
@@ -280,15 +280,21 @@ def warm_start_points(raw: list, spec_path: Path, source: Source, space: tuple[P
 
 
 def check_scheduler(scheduler: Scheduler, written: dict, source: Source, base: Config,
-                    space: tuple[Param, ...]) -> Scheduler:
-    """Keys of its type only, times within a trial's rounds, and mutations a trial can take mid-run."""
+                    space: tuple[Param, ...], objectives: tuple[Objective, ...] = ()) -> Scheduler:
+    """Keys of its type only, times within a trial's rounds, and mutations a trial can take mid-run. A Pareto sweep
+    (objectives) stops by the front (moasha) unless the spec names another type."""
+    if objectives and "type" not in written:
+        scheduler = dataclasses.replace(scheduler, type="moasha")
+    if scheduler.type == "moasha" and not objectives:
+        source.fail(f"'scheduler.type' in {source.name} is moasha, which stops trials by the front of several "
+                    f"objectives, but the spec has none: add objectives (2-3 metrics), or use type asha.")
     kind, rounds, population = scheduler.type, base.validation_rounds, scheduler.population_based
     misplaced = [k for k in (("grace_period", "reduction_factor", "min_samples_required") if population else
                              ("perturbation_interval", "hyperparam_mutations", "quantile_fraction",
                               "resample_probability", "synch")) if k in written]
     if misplaced:
         source.fail(f"'scheduler.{misplaced[0]}' in {source.name} does not apply to scheduler type {kind}; remove it.")
-    if kind in ("asha", "median") and scheduler.grace_period > rounds:
+    if kind in ("asha", "moasha", "median") and scheduler.grace_period > rounds:
         source.must_be("scheduler.grace_period", f"at most the {rounds} validation rounds of a full trial "
                                                  f"(max_train_steps {base.max_train_steps} / validation_steps "
                                                  f"{base.validation_steps})", scheduler.grace_period)

@@ -16,7 +16,7 @@ from hypir_core.schema import (Allowed, Choice, Derived, Flag, Int, Nested, Numb
                                section)
 
 PARAM_TYPES = ("uniform", "loguniform", "int", "choice")
-SCHEDULERS = ("asha", "hyperband", "median", "fifo", "pbt", "pb2")
+SCHEDULERS = ("asha", "moasha", "hyperband", "median", "fifo", "pbt", "pb2")
 POPULATION_BASED = ("pbt", "pb2")
 SEARCHERS = ("optuna_tpe",)
 # Optional[...] keys below: null, or leaving the key out, means the default their meaning names.
@@ -123,10 +123,10 @@ class Search:
 class Scheduler:
     """Early stopping, or population-based training; times are the trial's validation rounds."""
 
-    type: Choice(*SCHEDULERS) = key("asha", "asha, hyperband, median or fifo (no stopping); pbt or pb2 train a "
-                                            "population")
-    grace_period: Int(ge=1) = key(1, "asha, median: rounds a trial trains before it can be stopped")
-    reduction_factor: Int(ge=2) = key(2, "asha, hyperband: 1 in this many trials goes on at each rung")
+    type: Choice(*SCHEDULERS) = key("asha", "asha, moasha (by the objectives' front; the default with objectives), "
+                                            "hyperband, median or fifo (no stopping); pbt or pb2 train a population")
+    grace_period: Int(ge=1) = key(1, "asha, moasha, median: rounds a trial trains before it can be stopped")
+    reduction_factor: Int(ge=2) = key(2, "asha, moasha, hyperband: 1 in this many trials goes on at each rung")
     min_samples_required: Int(ge=1) = key(3, "median: trials reporting a round before the median stops any")
     perturbation_interval: Int(ge=1) = key(1, "pbt, pb2: rounds between exploits")
     hyperparam_mutations: Annotated[Nested[Distributions], Allowed("mutable config keys, each mapped to a "
