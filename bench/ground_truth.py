@@ -37,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from hypir_core.demo import DEGRADATION_TYPES  # noqa: E402
 from hypir_core.metrics import FINAL_SCORE  # noqa: E402
 
 GRIDS = {
@@ -58,7 +59,9 @@ GRIDS = {
 }
 GRID = GRIDS["quickstart"]
 TABLES = {name: ROOT / "bench" / "data" / f"{name}_grid.csv" for name in GRIDS}
-METRICS = (FINAL_SCORE, "val/PSNR", "val/SSIM", "val/LPIPS")
+# Each type's PSNR too: the all-in-one trade-offs a Pareto sweep searches (bench/pareto.py).
+TYPE_METRICS = tuple(f"val/{kind}/PSNR" for kind in DEGRADATION_TYPES)
+METRICS = (FINAL_SCORE, "val/PSNR", "val/SSIM", "val/LPIPS", *TYPE_METRICS)
 TRAINER_PATHS = ("hypir_core", "configs/tiny.yaml", "sweeps/quickstart.yaml")
 
 
@@ -116,7 +119,7 @@ def rows_of(grid: dict, params: dict, seed: int, rounds, ending: str) -> list[di
         return [{"config": key, "seed": seed, **params, "round": 0, "step": "", **dict.fromkeys(METRICS, ""),
                  "seconds": "", "ending": ending}]
     return [{"config": key, "seed": seed, **params, "round": index, "step": metrics["step"],
-             **{m: f"{metrics[m]:.6f}" for m in METRICS}, "seconds": f"{seconds:.1f}", "ending": ending}
+             **{m: f"{metrics[m]:.6f}" if m in metrics else "" for m in METRICS}, "seconds": f"{seconds:.1f}", "ending": ending}
             for index, (metrics, seconds) in enumerate(rounds, start=1)]
 
 
