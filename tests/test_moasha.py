@@ -207,3 +207,22 @@ def test_a_pareto_sweep_killed_as_it_stops_a_trial_resumes_with_its_rungs(tmp_pa
             assert frozen.values == pytest.approx([last["val/PSNR"], last["val/LPIPS"]])
         else:
             assert frozen.state == optuna.trial.TrialState.PRUNED
+
+
+def test_a_pareto_sweep_started_before_moasha_resumes_with_the_asha_it_started_with(tmp_path, monkeypatch):
+    from hypir_sweep import runner
+    from hypir_sweep.spec import SPEC_COPY, spec_copy
+
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec(pareto_spec(tmp_path))
+    copy = spec_copy(spec)
+    copy.pop("scheduler_type")  # what versions before this one wrote
+    (tmp_path / spec.local_dir).mkdir(parents=True)
+    (tmp_path / spec.local_dir / SPEC_COPY).write_text(yaml.safe_dump(copy))
+    resumed = runner._resumed_scheduler(spec)
+    assert resumed.scheduler.type == "asha"
+    runner._check_unchanged(resumed)  # the older copy is no change
+    copy["scheduler_type"] = "moasha"  # a sweep started by this version keeps its moasha
+    (tmp_path / spec.local_dir / SPEC_COPY).write_text(yaml.safe_dump(copy))
+    assert runner._resumed_scheduler(spec).scheduler.type == "moasha"
+    runner._check_unchanged(spec)
