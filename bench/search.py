@@ -59,6 +59,7 @@ class Table:
     grid: dict[str, list]
     meta: dict
     runs: dict[str, dict[int, tuple[list[float], str]]]
+    rounds: dict[str, dict[int, list[dict[str, float]]]]  # every metric of every round, for the replay to report
 
     @property
     def seeds(self) -> list[int]:
@@ -88,11 +89,15 @@ class Table:
         curves = [scores for scores, _ in self.runs[config].values()]
         return [sum(c[r] for c in curves) / len(curves) for r in range(MAX_ROUNDS)]
 
-    def observed(self, config: str, search_seed: int) -> tuple[list[float], str]:
+    def observed_seed(self, config: str, search_seed: int) -> int:
+        """The seed through which this search seed sees the config (drawn per config and search seed)."""
         import random
 
         seeds = sorted(self.runs[config])
-        return self.runs[config][seeds[random.Random(f"{search_seed}|{config}").randrange(len(seeds))]]
+        return seeds[random.Random(f"{search_seed}|{config}").randrange(len(seeds))]
+
+    def observed(self, config: str, search_seed: int) -> tuple[list[float], str]:
+        return self.runs[config][self.observed_seed(config, search_seed)]
 
     def regret(self, config: str | None) -> float:
         """The table's best truth minus the exported config's; a config that fails counts as the worst feasible."""
@@ -120,6 +125,7 @@ def load_table(path: Path) -> Table:
     meta = json.loads(meta_path.read_text())
     grid = meta["values"]
     rounds: dict[str, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    metrics: dict[str, dict[int, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
     endings: dict[tuple[str, int], str] = {}
     with path.open() as handle:
         for row in csv.DictReader(handle):
@@ -127,6 +133,7 @@ def load_table(path: Path) -> Table:
             endings[(config, seed)] = row["ending"]
             if int(row["round"]) > 0:
                 rounds[config][seed][int(row["round"])] = float(row[METRIC])
+                metrics[config][seed].append({m: float(row[m]) for m in ground_truth.METRICS if row.get(m)})
             else:
                 rounds[config].setdefault(seed, {})
     runs = {c: {s: ([by_round[r] for r in sorted(by_round)], endings[(c, s)]) for s, by_round in by_seed.items()}
@@ -135,7 +142,7 @@ def load_table(path: Path) -> Table:
     if sum(len(by_seed) for by_seed in runs.values()) != expected:
         raise SystemExit(f"{path} holds {sum(len(b) for b in runs.values())} of its {expected} runs; run python "
                          f"bench/ground_truth.py --grid {meta['grid']} --seeds {len(meta['seeds'])} to finish it.")
-    return Table(path, grid, meta, runs)
+    return Table(path, grid, meta, runs, metrics)
 
 
 def check_table(table: Table, configs: int) -> bool:
@@ -186,7 +193,10 @@ def replay_trainable(table: Table, search_seed: int):
 
     class Replay(tune.Trainable):
         def setup(self, config):
-            self.scores, self.ending = table.observed(config_key(config, table.grid), search_seed)
+            key = config_key(config, table.grid)
+            seed = table.observed_seed(key, search_seed)
+            self.scores, self.ending = table.runs[key][seed]
+            self.metrics = table.rounds[key][seed]
             self.done = 0
 
         def step(self):
@@ -194,7 +204,8 @@ def replay_trainable(table: Table, search_seed: int):
                 return {ENDING: self.ending, "round": self.done, "step": 10 * self.done + 5, "done": True}
             self.done += 1
             finished = self.done >= len(self.scores) and self.ending == "completed"
-            return {METRIC: self.scores[self.done - 1], "round": self.done, "step": 10 * self.done, "done": finished}
+            return {**self.metrics[self.done - 1], METRIC: self.scores[self.done - 1], "round": self.done,
+                    "step": 10 * self.done, "done": finished}
 
         def reset_config(self, new_config):
             self.setup(new_config)
@@ -212,7 +223,7 @@ def replay_trainable(table: Table, search_seed: int):
 # ---- strategies -----------------------------------------------------------------------------------
 
 def _spec(table: Table, work: str, name: str, scheduler: dict, search: dict | None = None,
-          grid: dict | None = None):
+          grid: dict | None = None, objectives: list[tuple[str, str]] | None = None):
     """The quickstart spec over the table's grid space (or ``grid``, part of it), with its own study in ``work``."""
     import yaml
 
@@ -221,7 +232,8 @@ def _spec(table: Table, work: str, name: str, scheduler: dict, search: dict | No
     raw = yaml.safe_load((ROOT / "sweeps" / "quickstart.yaml").read_text())
     raw.update(name=name, base_config=str(ROOT / "configs" / "tiny.yaml"), scheduler=scheduler,
                space={k: {"type": "choice", "values": v} for k, v in (grid or table.grid).items()},
-               storage_path=work)
+               storage_path=work, **({"objectives": [{"metric": m, "mode": d} for m, d in objectives]}
+                                      if objectives else {}))
     raw["search"].update(points_to_evaluate=[table.point(TINY)], num_samples=1000,
                          optuna_storage=f"sqlite:///{os.path.join(work, name + '.db')}", **(search or {}))
     path = Path(work) / f"{name}.yaml"
@@ -236,6 +248,7 @@ STRATEGIES = {  # name: (scheduler, search settings, sampler other than the spec
     "random_asha": (ASHA, {}, "random"),
     "random_full": ({"type": "fifo"}, {}, "random"),
     "tpe_full": ({"type": "fifo"}, {}, None),
+    "tpe_startup10": (ASHA, {"n_startup_trials": 10}, None),  # Optuna's own default start-up
     "tpe_multivariate": (ASHA, {"multivariate": True}, None),
     "tpe_liar": (ASHA, {"multivariate": True, "constant_liar": True}, None),
     "tpe_hyperband": ({"type": "hyperband", "reduction_factor": 2}, {}, None),
@@ -280,13 +293,14 @@ def _keep_spec_copy(spec) -> None:
 
 
 def run_strategy(table: Table, name: str, seed: int, max_budget: int, work: str, grid: dict | None = None,
-                 warm_start: str | None = None) -> list[tuple[str, int, float]]:
-    """Run one strategy until ``max_budget`` trial-rounds; return every result in arrival order.
+                 warm_start: str | None = None, built: tuple | None = None) -> list[tuple[str, int, float]]:
+    """Run one strategy (or the ``built`` (searcher, scheduler, space)) until ``max_budget`` trial-rounds; return
+    every result in arrival order.
 
     A trial that failed before a round's end counts that round as spent (its score nan)."""
     from ray import tune
 
-    searcher, scheduler, space = strategy(table, name, seed, work, grid, warm_start)
+    searcher, scheduler, space = built or strategy(table, name, seed, work, grid, warm_start)
     log: list[tuple[str, int, float]] = []
     configs: dict[str, str] = {}
 
@@ -553,6 +567,14 @@ def main() -> int:
     return 0
 
 
+def write_csv(path: str, rows: list[dict]) -> None:
+    """Rows of one shape as a CSV file, their keys the header."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def _quartiles(values: list[float]) -> tuple[float, float, float]:
     import numpy as np
 
@@ -576,26 +598,21 @@ def write_report(table: Table, logs: dict[str, list[list]], names, budgets, full
                           not math.isfinite(table.truth[config])) for log in logs[name]]
             q1, median, q3 = _quartiles(regrets)
             rows.append({"strategy": name, "budget": budget, "fraction": budget / full, "median_regret": median,
-                         "q1": q1, "q3": q3, f"within_{within:.3f}": sum(r <= within for r in regrets) / len(regrets),
+                         "q1": q1, "q3": q3, "mean_regret": float(np.mean(regrets)), f"within_{within:.3f}": sum(r <= within for r in regrets) / len(regrets),
                          "failed_trial_rounds": float(np.mean(failed))})
-    with open(os.path.join(out, "search.csv"), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"median regret [quartiles] against the mean over seeds, share of search seeds within {within:.3f} (the "
+    write_csv(os.path.join(out, "search.csv"), rows)
+    print(f"median regret [quartiles] (mean) against the mean over seeds, share of search seeds within {within:.3f} (the "
           f"median config's sd / sqrt(seeds)), mean trial-rounds spent on configs that fail:")
     print(f"{'strategy':18s} " + " ".join(f"{f'{b} rounds ({b / full:.0%})':>34s}" for b in budgets))
     for name in names:
         cells = [r for r in rows if r["strategy"] == name]
         print(f"{name:18s} " + " ".join(f"{c['median_regret']:7.3f} [{c['q1']:.3f}, {c['q3']:.3f}] "
-                                        f"{c[f'within_{within:.3f}']:4.0%} f{c['failed_trial_rounds']:4.1f}"
+                                        f"({c['mean_regret']:.3f}) {c[f'within_{within:.3f}']:4.0%} "
+                                        f"f{c['failed_trial_rounds']:4.1f}"
                                         for c in cells))
     found = headline(table, logs, max(budgets))
     if found:
-        with open(os.path.join(out, "time_to_target.csv"), "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(found[0]))
-            writer.writeheader()
-            writer.writerows(found)
+        write_csv(os.path.join(out, "time_to_target.csv"), found)
         print("\ncompute for the median search seed to reach a regret (trial-rounds; random search full budget "
               "computed exactly from the table, the others replayed), and the default's speedup:")
         for row in found:
