@@ -226,9 +226,10 @@ _PBT_FIELDS = ("last_score", "last_perturbation_time", "last_train_time", "last_
 class SchedulerState(Callback):
     """Saves the scheduler's knowledge with Tune's experiment state; restores it on ``--resume``.
 
-    ASHA (and multi-objective ASHA): its brackets and rungs. Population-based training: each trial's last score, train and
-    perturbation times (by trial id: the restored trials are new objects) and the next synchronisation
-    point, which Ray's PBT does not save (a synchronous population would otherwise wait forever).
+    ASHA (and multi-objective ASHA): its brackets and rungs. Population-based training: each trial's last
+    score, train and perturbation times (by trial id: the restored trials are new objects) and the next
+    synchronisation point, which Ray's PBT does not save (a synchronous population would otherwise wait
+    forever).
     """
 
     def __init__(self, scheduler):
@@ -283,4 +284,5 @@ def unstall_pbt(scheduler, tune_controller) -> None:
 
 
 __all__ = ["ROUND_VALUES_ATTR", "SchedulerState", "ResumableASHA", "ResumableFIFO", "ResumableHyperBand",
-           "ResumableMOASHA", "ResumableMedianStopping", "check_snapshot", "settle_trial_folders", "restore_pbt_trial", "unstall_pbt"]
+           "ResumableMOASHA", "ResumableMedianStopping", "check_snapshot", "settle_trial_folders", "restore_pbt_trial",
+           "unstall_pbt"]

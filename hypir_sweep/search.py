@@ -373,7 +373,8 @@ def round_values(frozen) -> dict[int, float]:
 
 def round_points(frozen) -> dict[int, list[float]]:
     """A Pareto sweep's objectives at each round a study record holds (what MOASHA's rungs are refilled from)."""
-    return {int(r): [float(v) for v in values] for r, values in (frozen.user_attrs.get(ROUND_POINTS_ATTR) or {}).items()}
+    kept = frozen.user_attrs.get(ROUND_POINTS_ATTR) or {}
+    return {int(r): [float(v) for v in values] for r, values in kept.items()}
 
 
 def _as_list(value) -> list[float] | None:
