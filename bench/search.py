@@ -249,7 +249,8 @@ STRATEGIES = {  # name: (scheduler, search settings, sampler other than the spec
     "random_full": ({"type": "fifo"}, {}, "random"),
     "tpe_full": ({"type": "fifo"}, {}, None),
     "tpe_startup10": (ASHA, {"n_startup_trials": 10}, None),  # Optuna's own default start-up
-    "tpe_multivariate": (ASHA, {"multivariate": True}, None),
+    "tpe_independent": (ASHA, {"multivariate": False, "constant_liar": False}, None),  # the default until 2026-12
+    "tpe_multivariate": (ASHA, {"multivariate": True, "constant_liar": False}, None),
     "tpe_liar": (ASHA, {"multivariate": True, "constant_liar": True}, None),
     "tpe_hyperband": ({"type": "hyperband", "reduction_factor": 2}, {}, None),
     "before": (ASHA, {}, "ray"),  # Ray's OptunaSearch as shipped before: stopped trials COMPLETE, last round
@@ -511,6 +512,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", default=str(ground_truth.TABLES["quickstart"]))
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--first-seed", type=int, default=0, help="search seeds first-seed .. first-seed + seeds - 1 "
+                                                                  "(another set, to confirm a finding)")
     parser.add_argument("--strategies", default="default,random_asha,random_full,tpe_full")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "search"))
     parser.add_argument("--spot-check", type=int, default=1, metavar="N",
@@ -557,7 +560,7 @@ def main() -> int:
     started = time.time()
     with tempfile.TemporaryDirectory() as work:
         for name in names:
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 logs[name].append(run_strategy(table, name, seed, max(budgets), work))
             print(f"{name}: done ({time.time() - started:.0f} s)", flush=True)
     ray.shutdown()

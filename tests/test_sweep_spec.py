@@ -188,11 +188,11 @@ def test_tpe_settings_reach_the_sampler(tmp_path):
     from hypir_sweep.assembly import make_searcher
 
     default = make_searcher(load_spec(write_spec(tmp_path, storage_path=str(tmp_path / "a"))))._sampler
-    assert (default._n_startup_trials, default._multivariate, default._constant_liar) == (4, False, False)
+    assert (default._n_startup_trials, default._multivariate, default._constant_liar) == (4, True, True)
     spec = load_spec(write_spec(tmp_path, storage_path=str(tmp_path / "b"), search={
-        "n_startup_trials": 7, "multivariate": True, "constant_liar": True}))
+        "n_startup_trials": 7, "multivariate": False, "constant_liar": False}))
     sampler = make_searcher(spec)._sampler
-    assert (sampler._n_startup_trials, sampler._multivariate, sampler._constant_liar) == (7, True, True)
+    assert (sampler._n_startup_trials, sampler._multivariate, sampler._constant_liar) == (7, False, False)
 
 
 def test_sampled_values_reach_the_trial_config_as_values(tmp_path):
