@@ -70,12 +70,16 @@ def rung_order(losses) -> list[int]:
     scaled = np.where(np.isfinite(losses), (losses - low) / span, 2.0)  # a failed objective lies beyond the worst
     order: list[int] = []
     for front in fronts(np.where(np.isfinite(losses), losses, np.inf)):
-        taken = [int(front[np.argmin(scaled[front, 0])])]
-        rest = [int(i) for i in front if i != taken[0]]
-        while rest:
-            gaps = [min(np.linalg.norm(scaled[i] - scaled[j]) for j in taken) for i in rest]
-            taken.append(rest.pop(int(np.argmax(gaps))))
-        order += taken
+        points = scaled[front]
+        distance = np.linalg.norm(points[:, None, :] - points[None, :, :], axis=2)
+        taken = [int(np.argmin(points[:, 0]))]
+        gap = distance[taken[0]].copy()  # each point's distance to the nearest one taken
+        gap[taken] = -1.0
+        while len(taken) < len(front):
+            taken.append(int(np.argmax(gap)))
+            gap = np.minimum(gap, distance[taken[-1]])
+            gap[taken] = -1.0
+        order += [int(front[i]) for i in taken]
     return order
 
 
