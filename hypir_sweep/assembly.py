@@ -37,9 +37,8 @@ def optuna_distributions(spec: SweepSpec) -> dict[str, Any]:
 
 def make_scheduler(spec: SweepSpec):
     """ASHA, multi-objective ASHA (hypir_sweep.moasha), HyperBand, median stopping or FIFO (time counted in the
-    trial's validation rounds), each of which
-    stops the trials that had ended before an interruption when the sweep resumes (hypir_sweep.resume) and lets
-    confirmation trials run their full budget (hypir_sweep.confirm)."""
+    trial's validation rounds), each of which stops the trials that had ended before an interruption when the
+    sweep resumes (hypir_sweep.resume) and lets confirmation trials run their full budget (hypir_sweep.confirm)."""
     from hypir_sweep.confirm import (ConfirmingASHA, ConfirmingFIFO, ConfirmingHyperBand, ConfirmingMedianStopping,
                                      ConfirmingMOASHA)
     from hypir_sweep.search import ROUND
