@@ -197,46 +197,17 @@ def load_sweep(sweep_path: str) -> Sweep:
     rows, confirm_rows = [], []
     # A confirmation trial sets the training config's seed, which such a sweep never searches.
     seed_searched = "seed" in (spec.get("space") or {}) or "seed" in (spec.get("ties") or {})
-    for trial in analysis.trials:
-        # Ray names a trial on object storage without its scheme (bucket/path): put it back.
-        trial_path = _join(sweep_path, os.path.basename(trial.path.rstrip("/"))) if "://" in sweep_path else trial.path
-        summary = json.loads(_read_text(_join(trial_path, "summary.json")) or "{}")
-        reported = _rounds_frame(_results(trial_path), metric)
-        # The trial's own summary.json (rewritten atomically every round) is the record that survives a
-        # killed driver; Ray's result.json is buffered by the driver and can lose the newest rounds.
-        frame = _rounds_frame(pd.DataFrame([r["metrics"] for r in summary.get("rounds", [])]), metric)
-        if len(frame) < len(reported):
-            frame = reported
-        scores = frame[metric].tolist() if metric in frame else []
-        rounds = len(scores)
-        if scores:
-            best_index = int(pd.Series(scores).idxmax() if mode == "max" else pd.Series(scores).idxmin())
-            best_metrics = {k: float(v) for k, v in frame.iloc[best_index].items()
-                            if isinstance(k, str) and k.startswith("val/") and _is_number(v)}
-            best, last = float(scores[best_index]), float(scores[-1])
-            final_metrics = {k: float(v) for k, v in frame.iloc[-1].items()
-                             if isinstance(k, str) and k.startswith("val/") and _is_number(v)}
-        else:
-            final_metrics = {}
-            best_metrics, best, last = {}, math.nan, math.nan
-        seconds = _device_seconds(summary, reported)
-        # Rounds after the first: the first also pays model loading and the validation-set cache.
-        later = reported["time_this_iter_s"].iloc[1:].tolist() if "time_this_iter_s" in reported else []
-        status = _status(trial.status, rounds, max_rounds, summary.get("status", ""))
-        note = summary.get("status", "") if status not in ("completed", "early-stopped", "unfinished") else ""
-        if status == "out of memory":
-            note = f"{note}: {OOM_ADVICE}"
-        elif trial.status == "ERROR" and not note:
-            note = "crashed (see the trial's error.txt)"
-        confirming = not seed_searched and "seed" in trial.config
-        (confirm_rows if confirming else rows).append(TrialRow(
-            trial=trial.trial_id, rounds=rounds, best=best, last=last, best_metrics=best_metrics,
-            status=status, ray_status=trial.status, note=note, final_metrics=final_metrics,
-            params={k: trial.config.get(k) for k in spec.get("space", {})}, seconds=seconds, path=trial_path,
-            round_seconds=float(pd.Series(later).median()) if later else math.nan,
-            curve=list(zip(range(1, rounds + 1), map(float, scores))),
-            seed=int(trial.config["seed"]) if confirming else None,
-            started=float((summary.get("attempts") or [{}])[0].get("started", math.nan))))
+    trials = [(t.trial_id, t.status, t.config,
+               # Ray names a trial on object storage without its scheme (bucket/path): put it back.
+               _join(sweep_path, os.path.basename(t.path.rstrip("/"))) if "://" in sweep_path else t.path)
+              for t in analysis.trials]
+    trials += _trials_after_snapshot(sweep_path, spec, {t.trial_id for t in analysis.trials})
+    for trial_id, ray_status, config, trial_path in trials:
+        row = _trial_row(trial_id, ray_status, config, trial_path, spec, metric, mode, max_rounds)
+        confirming = not seed_searched and "seed" in config
+        if confirming:
+            row.seed = int(config["seed"])
+        (confirm_rows if confirming else rows).append(row)
     rank(rows, mode)
     for row in confirm_rows:  # finalists are distinct configs: the best-ranked search trial with its values
         row.confirms = next((r.trial for r in rows if r.params == row.params and r.status == "completed"), "")
@@ -244,6 +215,88 @@ def load_sweep(sweep_path: str) -> Sweep:
     return Sweep(path=sweep_path, name=spec["name"], metric=metric, mode=mode, max_rounds=max_rounds,
                  param_keys=list(spec.get("space", {})), spec=spec, rows=rows, ray_trials=len(analysis.trials),
                  ray_errors=errors, confirm_rows=confirm_rows)
+
+
+def _trial_row(trial_id: str, ray_status: str, config: dict, trial_path: str, spec: dict, metric: str, mode: str,
+               max_rounds: int) -> TrialRow:
+    """One trial's leaderboard row, from its folder (summary.json and result.json)."""
+    summary = json.loads(_read_text(_join(trial_path, "summary.json")) or "{}")
+    reported = _rounds_frame(_results(trial_path), metric)
+    # The trial's own summary.json (rewritten atomically every round) is the record that survives a
+    # killed driver; Ray's result.json is buffered by the driver and can lose the newest rounds.
+    frame = _rounds_frame(pd.DataFrame([r["metrics"] for r in summary.get("rounds", [])]), metric)
+    if len(frame) < len(reported):
+        frame = reported
+    scores = frame[metric].tolist() if metric in frame else []
+    rounds = len(scores)
+    if scores:
+        best_index = int(pd.Series(scores).idxmax() if mode == "max" else pd.Series(scores).idxmin())
+        best_metrics = {k: float(v) for k, v in frame.iloc[best_index].items()
+                        if isinstance(k, str) and k.startswith("val/") and _is_number(v)}
+        best, last = float(scores[best_index]), float(scores[-1])
+        final_metrics = {k: float(v) for k, v in frame.iloc[-1].items()
+                         if isinstance(k, str) and k.startswith("val/") and _is_number(v)}
+    else:
+        final_metrics = {}
+        best_metrics, best, last = {}, math.nan, math.nan
+    seconds = _device_seconds(summary, reported)
+    # Rounds after the first: the first also pays model loading and the validation-set cache.
+    later = reported["time_this_iter_s"].iloc[1:].tolist() if "time_this_iter_s" in reported else []
+    status = _status(ray_status, rounds, max_rounds, summary.get("status", ""))
+    note = summary.get("status", "") if status not in ("completed", "early-stopped", "unfinished") else ""
+    if status == "out of memory":
+        note = f"{note}: {OOM_ADVICE}"
+    elif ray_status == "ERROR" and not note:
+        note = "crashed (see the trial's error.txt)"
+    return TrialRow(
+        trial=trial_id, rounds=rounds, best=best, last=last, best_metrics=best_metrics, status=status,
+        ray_status=ray_status, note=note, final_metrics=final_metrics,
+        params={k: config.get(k) for k in spec.get("space", {})}, seconds=seconds, path=trial_path,
+        round_seconds=float(pd.Series(later).median()) if later else math.nan,
+        curve=list(zip(range(1, rounds + 1), map(float, scores))),
+        started=float((summary.get("attempts") or [{}])[0].get("started", math.nan)))
+
+
+def _trials_after_snapshot(sweep_path: str, spec: dict, known: set[str]) -> list[tuple[str, str, dict, str]]:
+    """Search trials that ended after the state snapshot Tune restored from (its driver was killed in between,
+    or that snapshot was damaged): their folders and study records hold them, Tune's state does not, and a
+    resumed sweep counts them towards ``num_samples`` (hypir_sweep.search). (trial id, Tune status, config, folder)
+    for each whose newest study record is final; a folder left by a trial that was cut short is not one."""
+    folders = {name[len("trial_"):]: _join(sweep_path, name) for name in _trial_folders(sweep_path)}
+    folders = {trial_id: path for trial_id, path in folders.items() if trial_id not in known}
+    storage = _study_url(spec, sweep_path) if folders else None
+    if storage is None:
+        return []
+    import optuna
+
+    from hypir_sweep.search import is_final, newest_records
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        records = newest_records(optuna.load_study(study_name=spec["name"], storage=storage))
+    except KeyError:  # no study of that name (a population-based sweep's trials are all Tune's)
+        return []
+    found = []
+    for trial_id, path in sorted(folders.items()):
+        summary = json.loads(_read_text(_join(path, "summary.json")) or "{}")
+        if trial_id in records and is_final(records[trial_id]) and "sweep" in summary.get("config", {}):
+            found.append((trial_id, "TERMINATED", summary["config"]["sweep"]["params"], path))
+    return found
+
+
+def _trial_folders(sweep_path: str) -> list[str]:
+    """The names of the trial folders in a sweep folder (local or on object storage)."""
+    if "://" not in sweep_path:
+        return sorted(os.path.basename(p) for p in glob.glob(os.path.join(sweep_path, "trial_*")) if os.path.isdir(p))
+    import pyarrow.fs
+
+    fs, inner = pyarrow.fs.FileSystem.from_uri(sweep_path)
+    try:
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(inner))
+    except OSError:
+        return []
+    return sorted(i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory
+                  and i.base_name.startswith("trial_"))
 
 
 def _is_number(value: Any) -> bool:
@@ -370,15 +423,19 @@ def cost(sweep: Sweep, gpus_per_trial: float) -> dict[str, float]:
 def study_storage(sweep: Sweep) -> str | None:
     """The Optuna storage URL of a sweep's study: its database URL, the SQLite file in the sweep folder, or
     (object storage, read from another machine) a downloaded copy of the one the sweep uploaded."""
-    storage = (sweep.spec.get("search") or {}).get("optuna_storage")
+    return _study_url(sweep.spec, sweep.path)
+
+
+def _study_url(spec: dict, sweep_path: str) -> str | None:
+    storage = (spec.get("search") or {}).get("optuna_storage")
     if storage:
         return storage
-    local = sweep.path if "://" not in sweep.path else os.path.join("sweep_results", sweep.name)
+    local = sweep_path if "://" not in sweep_path else os.path.join("sweep_results", spec["name"])
     db = os.path.join(local, "optuna.db")
-    if not os.path.exists(db) and "://" in sweep.path:
+    if not os.path.exists(db) and "://" in sweep_path:
         import pyarrow.fs
 
-        fs, inner = pyarrow.fs.FileSystem.from_uri(_join(sweep.path, "optuna.db"))
+        fs, inner = pyarrow.fs.FileSystem.from_uri(_join(sweep_path, "optuna.db"))
         if fs.get_file_info(inner).type == pyarrow.fs.FileType.File:
             db = os.path.join(tempfile.mkdtemp(prefix="hypir-study-"), "optuna.db")
             pyarrow.fs.copy_files(inner, db, source_filesystem=fs)

@@ -22,6 +22,8 @@ import pytest
 import yaml
 from ray.tune import ExperimentAnalysis
 
+from hypir_sweep.analysis import load_sweep
+
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 L2_VALUES = (0.5, 1.5, 2.5, 3.5)  # one trial each, in this order: the same configs with or without faults
@@ -101,19 +103,19 @@ def study_records(sweep_dir: Path, name: str) -> dict[str, optuna.trial.FrozenTr
     return newest
 
 
-def assert_study_agrees(sweep_dir: Path, name: str, trials) -> None:
+def assert_study_agrees(sweep_dir: Path, name: str, trial_ids) -> None:
     """Every trial's study record says what its summary says: COMPLETE at its best round, PRUNED with its rounds."""
     newest, after = study_records(sweep_dir, name), summaries(sweep_dir)
-    for ray_trial in trials:
-        summary, frozen = after[f"trial_{ray_trial.trial_id}"], newest[ray_trial.trial_id]
+    for trial_id in trial_ids:
+        summary, frozen = after[f"trial_{trial_id}"], newest[trial_id]
         steps = [r["metrics"]["step"] for r in summary["rounds"]]
-        assert sorted(frozen.intermediate_values) == list(range(1, len(steps) + 1)), ray_trial.trial_id
+        assert sorted(frozen.intermediate_values) == list(range(1, len(steps) + 1)), trial_id
         if summary["status"] == "completed":
-            assert frozen.state == optuna.trial.TrialState.COMPLETE, ray_trial.trial_id
+            assert frozen.state == optuna.trial.TrialState.COMPLETE, trial_id
             assert frozen.value == pytest.approx(max(r["metrics"]["val/Final_Score"] for r in summary["rounds"]))
         else:
-            assert summary["status"].startswith("stopped early"), (ray_trial.trial_id, summary["status"])
-            assert frozen.state == optuna.trial.TrialState.PRUNED, ray_trial.trial_id
+            assert summary["status"].startswith("stopped early"), (trial_id, summary["status"])
+            assert frozen.state == optuna.trial.TrialState.PRUNED, trial_id
 
 
 @pytest.fixture(scope="module")
@@ -181,10 +183,11 @@ def test_kill_the_driver_anywhere_then_resume(tmp_path, reference):
     assert "Best trial" in output
     assert f"{newest.name} is damaged" in " ".join(output.split()), output[-3000:]
 
-    # Every trial ended TERMINATED (the retried ones too), none errored.
-    analysis = ExperimentAnalysis(str(sweep_dir))
-    assert len(analysis.trials) == 4
-    assert {t.status for t in analysis.trials} == {"TERMINATED"}
+    # Every trial ended TERMINATED (the retried ones too), none errored, and each config was trained once: a
+    # trial that ended after the snapshot the resume started from is on the leaderboard, not trained again.
+    sweep = load_sweep(str(sweep_dir))
+    assert {r.ray_status for r in sweep.rows} == {"TERMINATED"}
+    assert sorted(r.params["lambda_l2"] for r in sweep.rows) == list(L2_VALUES)
 
     after = summaries(sweep_dir)
     fired = sorted(p.name for p in (sweep_dir / ".faults").iterdir())
@@ -196,7 +199,7 @@ def test_kill_the_driver_anywhere_then_resume(tmp_path, reference):
         assert all(a.get("replayed") for a in after[trial]["attempts"][1:]), trial
     # The study says what happened: completed trials COMPLETE with their best round, stopped ones PRUNED
     # with every round they ran, nothing left RUNNING.
-    assert_study_agrees(sweep_dir, "chain", analysis.trials)
+    assert_study_agrees(sweep_dir, "chain", [r.trial for r in sweep.rows])
     # Tune's snapshot holds no second copy of the searcher (a stopper holding one grew with every trial).
     for path in sweep_dir.glob("experiment_state-*.json"):
         assert len(json.dumps(json.loads(path.read_text())["runner_data"]["_stopper"])) < 1000, path.name
@@ -212,6 +215,33 @@ def test_kill_the_driver_anywhere_then_resume(tmp_path, reference):
         assert row["rounds"] == len(summary["rounds"])
         assert row["hours"] * 3600 == pytest.approx(sum(a["seconds"] for a in summary["attempts"]), abs=0.5)
 
+
+def test_a_trial_that_ended_after_the_snapshot_resumed_from_is_counted_not_trained_again(tmp_path):
+    # One trial at a time. The first driver dies as its first trial starts, after Ray's first state snapshot;
+    # the second finishes the sweep; then its snapshot is found damaged, so the third resumes from the
+    # first's, which knew nothing of the second trial. The study and the trial folders hold it.
+    spec = write_spec(tmp_path, "lost", {"type": "fifo"}, num_samples=2, steps=20, concurrent=1)
+    sweep_dir = tmp_path / "sweep_results" / "lost"
+    kill_when(start(spec, tmp_path), lambda: any(sweep_dir.glob("experiment_state-*.json"))
+              and any(sweep_dir.glob("trial_*/config.yaml")))
+    code, output = finish(start(spec, tmp_path, "--resume"))
+    assert code == 0, output[-3000:]
+    before = {name: s["finished"] for name, s in summaries(sweep_dir).items() if s["status"] == "completed"}
+    assert len(before) == 2
+    newest = max(sweep_dir.glob("experiment_state-*.json"))
+    newest.write_text(newest.read_text()[:100])
+
+    code, output = finish(start(spec, tmp_path, "--resume"))
+    assert code == 0, output[-3000:]
+    assert "is damaged" in output
+    after = summaries(sweep_dir)
+    assert {name: after[name]["finished"] for name in before} == before, "a trial that had ended was trained again"
+    assert not [name for name in after if name not in before and after[name]["status"] == "completed"], \
+        "the resumed sweep trained a config more than num_samples"
+    rows = load_sweep(str(sweep_dir)).rows
+    assert sorted(f"trial_{r.trial}" for r in rows) == sorted(before)
+    assert sorted(r.params["lambda_l2"] for r in rows) == list(L2_VALUES[:2])
+    assert {r.status for r in rows} == {"completed"} and all(r.terminated for r in rows)
 
 def test_a_trial_stopped_as_the_driver_dies_stays_stopped(tmp_path):
     # One trial at a time, so the order is fixed: a fast learner runs its full budget, then a slow one
@@ -247,7 +277,7 @@ def test_a_trial_stopped_as_the_driver_dies_stays_stopped(tmp_path):
     records = study_records(sweep_dir, "stopped")
     slow_record = records[slow["config"]["sweep"]["trial_id"]]
     assert slow_record.state == optuna.trial.TrialState.PRUNED and sorted(slow_record.intermediate_values) == [1]
-    assert_study_agrees(sweep_dir, "stopped", analysis.trials)
+    assert_study_agrees(sweep_dir, "stopped", [t.trial_id for t in analysis.trials])
 
 
 def test_trials_that_die_are_retried_and_processes_go_on_to_the_next_trial(tmp_path, reference):
@@ -269,7 +299,7 @@ def test_trials_that_die_are_retried_and_processes_go_on_to_the_next_trial(tmp_p
     last = next(s for s in done.values() if s["config"]["sweep"]["params"]["lambda_l2"] == L2_VALUES[2])
     earlier = {a["pid"] for s in done.values() if s is not last for a in s["attempts"]}
     assert last["attempts"][0]["pid"] in earlier, "the third trial did not run in a process that trained before"
-    assert_study_agrees(sweep_dir, "deaths", ExperimentAnalysis(str(sweep_dir)).trials)
+    assert_study_agrees(sweep_dir, "deaths", [t.trial_id for t in ExperimentAnalysis(str(sweep_dir)).trials])
 
 
 def test_ctrl_c_stops_cleanly_and_a_second_exits_at_once(tmp_path):
