@@ -1,8 +1,9 @@
 """What a sweep found: leaderboard, the winning config ready to train, baselines, plots, cost.
 
 Everything is read back through Ray's ``ExperimentAnalysis`` (experiment state and each trial's
-results, on local, NFS or s3:// storage) and the sweep's Optuna study, so a sweep that is still
-running or was interrupted is analysed as far as it got.
+results, on local, NFS or s3:// storage), each trial's own folder and the sweep's Optuna study, so a
+sweep that is still running or was interrupted is analysed as far as it got (a trial that ended
+after the state snapshot Tune restored from included).
 """
 
 from __future__ import annotations
