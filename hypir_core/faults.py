@@ -13,6 +13,7 @@ at the named global step, in whichever run or trial gets there first:
 | ``kill-driver-persisting`` | as a trial hands that step's checkpoint to Tune | SIGKILL of the sweep's driver     |
 | ``kill-driver-pruned``     | once the study records a trial stopped early at that step | SIGKILL of the driver |
 | ``slow-end``               | as a sweep trial that Tune stopped at that step ends | it takes 30 s more to end |
+| ``slow-save``              | as Tune takes a sweep trial's state after that step's round (to pause it, say) | it takes 10 s more; once per trial |
 
 "Once" is recorded as a marker file in ``HYPIR_SWEEP_FAULT_DIR`` (a sweep sets it to its own
 folder, a single run uses its ``output_dir``), so a retried trial or a resumed sweep does not meet
@@ -27,10 +28,11 @@ import signal
 
 ENV, DIR_ENV, DRIVER_ENV = "HYPIR_SWEEP_FAULT", "HYPIR_SWEEP_FAULT_DIR", "HYPIR_SWEEP_DRIVER_PID"
 FAULTS = ("oom", "error", "enospc", "kill-trial", "kill-driver", "kill-driver-persisting", "kill-driver-pruned",
-          "slow-end")
-SLOW_END_S = 30.0
+          "slow-end", "slow-save")
+SLOW_END_S, SLOW_SAVE_S = 30.0, 10.0
 _AT = {"step": ("oom", "error", "kill-trial", "kill-driver"), "checkpoint": ("enospc",),
-       "report": ("kill-driver-persisting",), "pruned": ("kill-driver-pruned",), "stopped": ("slow-end",)}
+       "report": ("kill-driver-persisting",), "pruned": ("kill-driver-pruned",), "stopped": ("slow-end",),
+       "save": ("slow-save",)}
 
 
 def planned() -> dict[str, set[int]]:
@@ -45,20 +47,21 @@ def planned() -> dict[str, set[int]]:
     return plan
 
 
-def _claim(fault: str, step: int, default_dir: str | None) -> bool:
-    """True the first time (fault, step) is claimed in the marker folder; False ever after."""
+def _claim(fault: str, step: int, default_dir: str | None, trial: str = "") -> bool:
+    """True the first time (fault, step[, trial]) is claimed in the marker folder; False ever after."""
     folder = os.environ.get(DIR_ENV) or default_dir or "."
     os.makedirs(folder, exist_ok=True)
+    name = f".fault-{fault}-{step}" + (f"-{trial}" if trial else "")
     try:
-        os.close(os.open(os.path.join(folder, f".fault-{fault}-{step}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        os.close(os.open(os.path.join(folder, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
         return False
     return True
 
 
-def fire(point: str, step: int, default_dir: str | None = None, path: str = "") -> None:
-    """Raise, kill or stall as planned for ``point`` ("step", "checkpoint", "report", "pruned" or "stopped") at
-    ``step``; else nothing.
+def fire(point: str, step: int, default_dir: str | None = None, path: str = "", trial: str = "") -> None:
+    """Raise, kill or stall as planned for ``point`` ("step", "checkpoint", "report", "pruned", "stopped" or
+    "save") at ``step``; else nothing. ``trial`` (for "save") makes the fault fire once per trial.
 
     A kill fault outside a sweep (no driver to kill, or a single run) does nothing but use up the fault.
     """
@@ -66,7 +69,7 @@ def fire(point: str, step: int, default_dir: str | None = None, path: str = "") 
         return
     plan = planned()
     for fault in _AT[point]:
-        if step not in plan.get(fault, ()) or not _claim(fault, step, default_dir):
+        if step not in plan.get(fault, ()) or not _claim(fault, step, default_dir, trial):
             continue
         if fault == "oom":
             import torch
@@ -80,6 +83,10 @@ def fire(point: str, step: int, default_dir: str | None = None, path: str = "") 
             import time
 
             time.sleep(SLOW_END_S)
+        if fault == "slow-save":
+            import time
+
+            time.sleep(SLOW_SAVE_S)
         if fault == "kill-trial":
             os.kill(os.getpid(), signal.SIGKILL)
         if fault.startswith("kill-driver") and os.environ.get(DRIVER_ENV):

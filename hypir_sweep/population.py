@@ -61,6 +61,12 @@ def _copying(scheduler_class):
 
         def _exploit(self, tune_controller, trial, trial_to_clone):
             super()._exploit(tune_controller, trial, trial_to_clone)
+            # Ray pauses a receiver that is still saving its own round by stopping its process, and caches a
+            # STOP for when that save resolves (ray-project/ray#57906). The save is dropped with the process,
+            # so the STOP waits for the receiver's next save, after its first round on the donor's state, and
+            # ends it there, rounds short. The receiver is paused: nothing is pending for it.
+            getattr(tune_controller, "_tune_controller", tune_controller)._cached_trial_decisions.pop(
+                trial.trial_id, None)
             # Ray points the receiver at the donor's latest checkpoint (a private field, as Ray's own
             # PBT sets it); copy it so the donor's num_to_keep rotation cannot remove it first.
             manager = trial.run_metadata.checkpoint_manager

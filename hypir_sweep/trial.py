@@ -132,6 +132,11 @@ def sweep_trainable(spec: SweepSpec, experiment_dir: str | None):
             _hand_over_process()
             return super().reset_config(new_config)
 
+        def save_checkpoint(self, checkpoint_dir: str = ""):
+            saved = super().save_checkpoint(checkpoint_dir)  # the newest reported round and its checkpoint
+            faults.fire("save", int(saved.metrics.get("step", 0)) if saved is not None else 0, trial=self.trial_id)
+            return saved
+
     SweepTrial.__name__ = SweepTrial.__qualname__ = "run_trial"
     return SweepTrial
 
