@@ -297,12 +297,12 @@ def _new_tuner(spec: SweepSpec, storage_path: str, progress: bool, verbose: bool
         confirming = f", then {spec.confirm.top} finalists x {spec.confirm.seeds} new seeds" if spec.confirm.top else ""
         console.print(f"Sweep '{spec.name}': {spec.search.num_samples} trials, {spec.scheduler.type} early stopping"
                       f"{confirming}, results in {spec.sweep_dir}")
-    limit = spec.search.max_concurrent_trials if spec.scheduler.population_based else None
     return tune.Tuner(
         _trainable(spec), param_space=tune_space(spec),
         tune_config=tune.TuneConfig(
             metric=spec.metric, mode=spec.mode, search_alg=searcher, scheduler=scheduler,
-            num_samples=spec.search.num_samples + spec.confirm_trials, max_concurrent_trials=limit,
+            # The concurrency limit is the searcher's own (Tune would ignore this one, with a warning).
+            num_samples=spec.search.num_samples + spec.confirm_trials,
             trial_name_creator=trial_name, trial_dirname_creator=trial_dirname,
             # A trial's process trains the next trial too; see reuse_actors().
             reuse_actors=reuse_actors(spec)),
