@@ -13,7 +13,7 @@ at the named global step, in whichever run or trial gets there first:
 | ``kill-driver-persisting`` | as a trial hands that step's checkpoint to Tune | SIGKILL of the sweep's driver     |
 | ``kill-driver-pruned``     | once the study records a trial stopped early at that step | SIGKILL of the driver |
 | ``slow-end``               | as a sweep trial that Tune stopped at that step ends | it takes 30 s more to end |
-| ``slow-save``              | as Tune takes a sweep trial's state after that step's round (to pause it, say) | it takes 10 s more; once per trial |
+| ``slow-save``              | as Tune takes a trial's state after that step's round | 10 s more (once per trial) |
 
 "Once" is recorded as a marker file in ``HYPIR_SWEEP_FAULT_DIR`` (a sweep sets it to its own
 folder, a single run uses its ``output_dir``), so a retried trial or a resumed sweep does not meet

@@ -243,6 +243,7 @@ def test_a_trial_that_ended_after_the_snapshot_resumed_from_is_counted_not_train
     assert sorted(r.params["lambda_l2"] for r in rows) == list(L2_VALUES[:2])
     assert {r.status for r in rows} == {"completed"} and all(r.terminated for r in rows)
 
+
 def test_a_trial_stopped_as_the_driver_dies_stays_stopped(tmp_path):
     # One trial at a time, so the order is fixed: a fast learner runs its full budget, then a slow one
     # scores far below it at the first rung and ASHA stops it. The driver is killed the moment the study
